@@ -1,0 +1,583 @@
+"""Unit tests of the Bulk API 2.0 job module against a scripted session, in frozen time."""
+
+import asyncio
+import gzip
+import logging
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from freezegun import freeze_time
+
+from source_bulk_export import jobs
+from source_bulk_export.jobs import (
+    BulkJobError,
+    BulkJobs,
+    BulkUnsupportedError,
+    JobFailedError,
+    JobNotFoundError,
+    JobTimeoutError,
+    JobTooLargeError,
+    LimitExhaustedError,
+    ResultReadError,
+    RowCountMismatchError,
+    TransientJobError,
+    classify_job,
+    classify_message,
+)
+from source_bulk_export.models import JobInfo
+from tests.fakes import (
+    FakeSession,
+    FrozenTime,
+    Stream,
+    csv_page,
+    job_json,
+    page_stream,
+    sf_error,
+)
+
+LOG = logging.getLogger("test_jobs")
+SOQL = "SELECT Id, Name FROM Account WHERE Id > '001' ORDER BY Id LIMIT 500000"
+JOB = "750000000000001AAA"
+
+
+@pytest.fixture
+def frozen() -> Iterator[FrozenTime]:
+    with freeze_time("2024-05-01T00:00:00Z", tick=False, real_asyncio=True) as factory:
+        yield FrozenTime(factory)
+
+
+@pytest.fixture
+def session() -> FakeSession:
+    return FakeSession()
+
+
+def bulk(session: FakeSession, frozen: FrozenTime, cap: int = 2, **kw: object) -> BulkJobs:
+    return BulkJobs(session, cap, sleep=frozen.sleep, clock=frozen.clock, **kw)  # type: ignore[arg-type]
+
+
+def completed(job_id: str = JOB, rows: int = 0) -> JobInfo:
+    return JobInfo.model_validate_json(job_json(job_id, "JobComplete", rows=rows))
+
+
+def identity(row: dict[str, str]) -> dict[str, str]:
+    return row
+
+
+def state_logs(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [r.args for r in caplog.records if r.getMessage() == "bulk job state"]  # type: ignore[misc]
+
+
+# --- submit and wait ----------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_poll_schedule_doubles_to_the_cap_and_logs_transitions_only(
+    session: FakeSession, frozen: FrozenTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    polls = [job_json(JOB, "UploadComplete")] + [job_json(JOB, "InProgress", rows=10 * i) for i in range(7)]
+    session.script("GET", f"/jobs/query/{JOB}", *polls, job_json(JOB, "JobComplete", rows=70))
+
+    job = await bulk(session, frozen).run(LOG, SOQL, "queryAll", "Account")
+
+    assert job.state == "JobComplete" and job.numberRecordsProcessed == 70
+    assert frozen.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0, 20.0]
+    post = session.calls_to("POST")[0]
+    assert post.json == {
+        "operation": "queryAll",
+        "query": SOQL,
+        "contentType": "CSV",
+        "columnDelimiter": "COMMA",
+        "lineEnding": "LF",
+    }
+    # One line per state, not per poll, with the fields the runbook greps for.
+    logs = state_logs(caplog)
+    assert [entry["state"] for entry in logs] == ["UploadComplete", "InProgress", "JobComplete"]
+    assert logs[-1] == {
+        "job_id": JOB,
+        "object": "Account",
+        "state": "JobComplete",
+        "rows": 70,
+        "elapsed_s": 91.5,
+    }
+
+
+@pytest.mark.asyncio
+async def test_wait_timeout_aborts_the_job(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"))
+    session.script("PATCH", f"/jobs/query/{JOB}", job_json(JOB, "Aborted"))
+
+    with pytest.raises(JobTimeoutError) as raised:
+        await bulk(session, frozen, wait_timeout_s=60.0).run(LOG, SOQL, "query", "Account")
+
+    # The last sleep is cut to the deadline; the job is then aborted, never re-submitted.
+    assert frozen.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 8.5]
+    assert (raised.value.job_id, raised.value.object, raised.value.state) == (JOB, "Account", "InProgress")
+    assert [c.json for c in session.calls_to("PATCH")] == [{"state": "Aborted"}]
+    assert len(session.calls_to("POST")) == 1
+
+
+@pytest.mark.asyncio
+async def test_cancelling_the_caller_aborts_the_job(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"))
+    session.script("PATCH", f"/jobs/query/{JOB}", job_json(JOB, "Aborted"))
+    jobs_ = bulk(session, frozen, cap=1)
+
+    task = asyncio.create_task(jobs_.run(LOG, SOQL, "query", "Account"))
+    while len(session.calls_to("GET")) < 3:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert [c.json for c in session.calls_to("PATCH")] == [{"state": "Aborted"}]
+    # The slot came back: another job can start at once.
+    session.script("POST", "/jobs/query", job_json("750B", "JobComplete"))
+    assert (await jobs_.run(LOG, SOQL, "query", "Account")).id == "750B"
+
+
+@pytest.mark.asyncio
+async def test_abort_failure_does_not_hide_the_original_error(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", sf_error(500, "", "down"))
+    session.script("PATCH", f"/jobs/query/{JOB}", sf_error(500, "", "still down"))
+
+    with pytest.raises(Exception, match="down") as raised:
+        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+    assert not isinstance(raised.value, BulkJobError)
+    assert len(session.calls_to("PATCH")) == 1
+
+
+# --- failures: retry, hand back, wait ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_transient_failures_are_resubmitted_with_backoff(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    session.script(
+        "POST",
+        "/jobs/query",
+        job_json("750A", "UploadComplete"),
+        job_json("750B", "UploadComplete"),
+        job_json("750C", "UploadComplete"),
+    )
+    session.script(
+        "GET", "/jobs/query/750A", job_json("750A", "Failed", error="UNKNOWN_EXCEPTION: try again")
+    )
+    session.script("GET", "/jobs/query/750B", job_json("750B", "Failed", error="TooManyLockFailure : locks"))
+    session.script("GET", "/jobs/query/750C", job_json("750C", "JobComplete", rows=5))
+
+    job = await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+
+    assert (job.id, job.numberRecordsProcessed) == ("750C", 5)
+    assert [c.json["query"] for c in session.calls_to("POST")] == [SOQL] * 3  # type: ignore[index]
+    assert frozen.sleeps == [0.5, 30.0, 0.5, 60.0, 0.5]
+
+
+@pytest.mark.asyncio
+async def test_transient_failures_give_up_as_job_failed(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error="InternalServerError"))
+
+    with pytest.raises(JobFailedError) as raised:
+        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+
+    assert len(session.calls_to("POST")) == jobs.TRANSIENT_ATTEMPTS
+    assert [s for s in frozen.sleeps if s >= 30] == [30.0, 60.0, 120.0]
+    assert isinstance(raised.value.__cause__, TransientJobError)
+    assert raised.value.job_id == JOB
+
+
+@pytest.mark.asyncio
+async def test_too_large_is_handed_back_without_retry(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    message = (
+        "InvalidBatch : Failed to process query: QUERY_TIMEOUT: Your query request was running for too long."
+    )
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error=message))
+
+    with pytest.raises(JobTooLargeError) as raised:
+        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+
+    error = raised.value
+    assert (error.job_id, error.object, error.state, error.message) == (JOB, "Account", "Failed", message)
+    assert JOB in str(error)
+    assert len(session.calls_to("POST")) == 1
+
+
+@pytest.mark.asyncio
+async def test_unsupported_object_refused_at_creation(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script(
+        "POST",
+        "/jobs/query",
+        sf_error(400, "INVALIDENTITY", "Entity 'RecentlyViewed' is not supported by the Bulk API."),
+    )
+
+    with pytest.raises(BulkUnsupportedError) as raised:
+        await bulk(session, frozen).run(LOG, "SELECT Id FROM RecentlyViewed", "query", "RecentlyViewed")
+
+    assert (raised.value.job_id, raised.value.object, raised.value.state) == (None, "RecentlyViewed", None)
+
+
+@pytest.mark.asyncio
+async def test_unsupported_field_reported_by_a_failed_job(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    message = (
+        "InvalidBatch : Failed to process query: FUNCTIONALITY_NOT_ENABLED: "
+        "Selecting compound data not supported in Bulk Query"
+    )
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error=message))
+
+    with pytest.raises(BulkUnsupportedError):
+        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+
+
+@pytest.mark.asyncio
+async def test_other_creation_errors_propagate_unchanged(session: FakeSession, frozen: FrozenTime) -> None:
+    refusal = sf_error(400, "MALFORMED_QUERY", "unexpected token: FROM")
+    session.script("POST", "/jobs/query", refusal)
+    with pytest.raises(type(refusal)) as raised:
+        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+    assert raised.value is refusal
+
+
+@pytest.mark.asyncio
+async def test_exhausted_limits_are_waited_out(session: FakeSession, frozen: FrozenTime) -> None:
+    limit = sf_error(400, "LIMIT_EXCEEDED", "Max bulk v2 query jobs (10000) per 24 hrs has been reached")
+    session.script("POST", "/jobs/query", limit, limit, job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "JobComplete", rows=3))
+
+    job = await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+
+    # Success only once a job really completed with its rows; never a zero-row "success".
+    assert (job.state, job.numberRecordsProcessed) == ("JobComplete", 3)
+    assert frozen.sleeps == [jobs.LIMIT_RETRY_S, jobs.LIMIT_RETRY_S, 0.5]
+
+
+@pytest.mark.asyncio
+async def test_limits_still_exhausted_after_a_day_are_reported(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script(
+        "GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error="ExceededQuota : 1 TB per 24 hrs")
+    )
+
+    with pytest.raises(LimitExhaustedError):
+        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+
+    waits = [s for s in frozen.sleeps if s == jobs.LIMIT_RETRY_S]
+    assert len(waits) == jobs.LIMIT_MAX_WAIT_S // jobs.LIMIT_RETRY_S
+
+
+@pytest.mark.parametrize(
+    ("message", "kind"),
+    [
+        (
+            "InvalidBatch : Failed to process query: QUERY_TIMEOUT: Your query request was running for too long.",
+            JobTooLargeError,
+        ),
+        ("Your query request was running for too long.", JobTooLargeError),
+        ("Retried more than 15 times", JobTooLargeError),
+        ("Failed to write query result.", JobTooLargeError),
+        ("The query result exceeded the maximum file size", JobTooLargeError),
+        ("OPERATION_TOO_LARGE: exceeded 100000 distinct ids", JobTooLargeError),
+        ("INVALIDENTITY: Entity 'TaskStatus' is not supported by the Bulk API.", BulkUnsupportedError),
+        (
+            "FUNCTIONALITY_NOT_ENABLED: Selecting compound data not supported in Bulk Query",
+            BulkUnsupportedError,
+        ),
+        ("FeatureNotEnabled : Cannot serialize value for 'Body' in CSV format", BulkUnsupportedError),
+        (
+            "INVALID_TYPE_FOR_OPERATION: entity type ActivityHistory does not support query",
+            BulkUnsupportedError,
+        ),
+        (
+            "InvalidBatch : Failed to process query: INVALID_FIELD: No such column 'Foo__c' on entity 'Account'",
+            BulkUnsupportedError,
+        ),
+        (
+            "MALFORMED_QUERY: Implementation restriction: ContentDocumentLink requires a filter by a single Id",
+            BulkUnsupportedError,
+        ),
+        (
+            "ExceededQuota : Max bulk v2 query result size stored (1000000000) kb per 24 hrs has been exceeded",
+            LimitExhaustedError,
+        ),
+        ("REQUEST_LIMIT_EXCEEDED: TotalRequests Limit exceeded.", LimitExhaustedError),
+        ("UNKNOWN_EXCEPTION: An unexpected error occurred. Please include this ErrorId", TransientJobError),
+        ("InternalServerError : retry later", TransientJobError),
+        ("TooManyLockFailure : Too many lock failure 200 Trying again later.", TransientJobError),
+        ("SERVER_UNAVAILABLE", TransientJobError),
+        ("QUERY_TOO_COMPLICATED: query is too complicated", None),
+        ("something nobody has seen before", None),
+    ],
+)
+def test_classification_table(message: str, kind: type[BulkJobError] | None) -> None:
+    assert classify_message(message) is kind
+    job = JobInfo.model_validate_json(job_json(JOB, "Failed", error=message))
+    assert type(classify_job(job)) is (kind or JobFailedError)
+
+
+def test_aborted_elsewhere_is_transient_and_complete_is_no_error() -> None:
+    assert type(classify_job(JobInfo.model_validate_json(job_json(JOB, "Aborted")))) is TransientJobError
+    assert classify_job(completed()) is None
+
+
+# --- concurrency -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_concurrency_cap_makes_the_extra_job_wait(session: FakeSession, frozen: FrozenTime) -> None:
+    ids = ["750A", "750B", "750C"]
+    session.script("POST", "/jobs/query", *[job_json(i, "UploadComplete") for i in ids])
+    for i in ids:
+        session.script("GET", f"/jobs/query/{i}", job_json(i, "InProgress"))
+    jobs_ = bulk(session, frozen, cap=2)
+
+    tasks = [asyncio.create_task(jobs_.run(LOG, SOQL, "query", "Account")) for _ in ids]
+    while len(session.calls_to("GET")) < 10:
+        await asyncio.sleep(0)
+    assert len(session.calls_to("POST")) == 2  # the third waits for a slot
+
+    session.script("GET", "/jobs/query/750A", job_json("750A", "JobComplete"))
+    while len(session.calls_to("POST")) < 3:
+        await asyncio.sleep(0)
+    assert tasks[0].done() and not tasks[2].done()
+
+    for i in ids[1:]:
+        session.script("GET", f"/jobs/query/{i}", job_json(i, "JobComplete"))
+    assert [j.id for j in await asyncio.gather(*tasks)] == ids
+
+
+# --- result pages ------------------------------------------------------------------------------
+
+
+def script_pages(session: FakeSession, job_id: str, pages: list[tuple[str | None, Stream]]) -> None:
+    for locator, stream in pages:
+        session.script("GET", f"/jobs/query/{job_id}/results", stream, locator=locator)
+
+
+ROWS = [[f"001{i:015d}", f'Name {i}, "quoted"\nline two'] for i in range(5)]
+
+
+@pytest.mark.asyncio
+async def test_results_page_by_locator_until_null(
+    session: FakeSession, frozen: FrozenTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    script_pages(
+        session,
+        JOB,
+        [
+            (None, page_stream(csv_page(ROWS[:2]), "MTAwMDA", 2)),
+            ("MTAwMDA", page_stream(csv_page(ROWS[2:4]), "MjAwMDAw", 2)),
+            ("MjAwMDAw", page_stream(csv_page(ROWS[4:]), None, 1)),
+        ],
+    )
+    seen: list[tuple[str | None, str | None, int | None, list[tuple[str, str]]]] = []
+
+    async for page in bulk(session, frozen, max_records=2).results(LOG, completed(rows=5), identity):
+        rows = [(r["Id"], r["Name"]) async for r in page.rows]
+        seen.append((page.locator, page.next_locator, page.rows_after, rows))
+
+    assert [(s[0], s[1], s[2]) for s in seen] == [
+        (None, "MTAwMDA", 2),
+        ("MTAwMDA", "MjAwMDAw", 4),
+        ("MjAwMDAw", None, 5),
+    ]
+    assert [r for s in seen for r in s[3]] == [(a, b) for a, b in ROWS]
+    first = session.calls_to("GET", f"/jobs/query/{JOB}/results")[0]
+    assert first.params == {"maxRecords": 2}
+    assert first.headers == {"Accept": "text/csv", "Accept-Encoding": "gzip"}
+    done = [r.args for r in caplog.records if r.getMessage() == "bulk job results read"]
+    assert done == [{"job_id": JOB, "object": "Account", "rows": 5}]
+
+
+@pytest.mark.asyncio
+async def test_resumed_page_reconciles_the_job_total(session: FakeSession, frozen: FrozenTime) -> None:
+    script_pages(session, JOB, [("MjAwMDAw", page_stream(csv_page(ROWS[4:]), None, 1))])
+    jobs_ = bulk(session, frozen)
+
+    page = await jobs_.page(LOG, completed(rows=5), identity, "MjAwMDAw", rows_before=4)
+    assert [r["Id"] async for r in page.rows] == [ROWS[4][0]]
+    assert page.consumed and page.rows_after == 5
+
+    page = await jobs_.page(LOG, completed(rows=5), identity, "MjAwMDAw", rows_before=3)
+    with pytest.raises(RowCountMismatchError) as raised:
+        [r async for r in page.rows]
+    assert (raised.value.expected, raised.value.actual, raised.value.job_id) == (5, 4, JOB)
+
+    # Without a checkpointed count the total cannot be checked, and is not.
+    page = await jobs_.page(LOG, completed(rows=5), identity, "MjAwMDAw", rows_before=None)
+    assert len([r async for r in page.rows]) == 1
+
+
+@pytest.mark.asyncio
+async def test_job_total_mismatch_names_the_job(session: FakeSession, frozen: FrozenTime) -> None:
+    script_pages(session, JOB, [(None, page_stream(csv_page(ROWS[:2]), None, 2))])
+
+    with pytest.raises(RowCountMismatchError, match=JOB):
+        async for page in bulk(session, frozen).results(LOG, completed(rows=3), identity):
+            [r async for r in page.rows]
+
+
+@pytest.mark.asyncio
+async def test_page_count_mismatch_is_refetched_then_raised(session: FakeSession, frozen: FrozenTime) -> None:
+    script_pages(session, JOB, [(None, page_stream(csv_page(ROWS[:2]), None, 3))])
+    page = await bulk(session, frozen).page(LOG, completed(rows=3), identity)
+
+    with pytest.raises(RowCountMismatchError, match=JOB) as raised:
+        [r async for r in page.rows]
+
+    assert (raised.value.expected, raised.value.actual, raised.value.locator) == (3, 2, None)
+    assert len(session.calls_to("GET")) == jobs.PAGE_READ_ATTEMPTS
+    assert frozen.sleeps == [1.0, 2.0]
+    assert not page.consumed
+
+
+@pytest.mark.asyncio
+async def test_reset_mid_row_yields_no_partial_row_and_loses_none(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    body = csv_page(ROWS[:3])
+    cut = body.index(ROWS[2][0].encode()) + 5  # inside the third row's Id
+    reset = Stream(
+        page_stream(body, None, 3).headers,
+        [body[:cut]],
+        aiohttp.ClientPayloadError("Response payload is not completed"),
+    )
+    script_pages(session, JOB, [(None, reset)])
+    session.routes[("GET", f"/jobs/query/{JOB}/results", None)].append(page_stream(body, None, 3))
+
+    page = await bulk(session, frozen).page(LOG, completed(rows=3), identity)
+    ids = [r["Id"] async for r in page.rows]
+
+    # The first read's two whole rows come again after the re-fetch: duplicates, no loss, no partials.
+    assert ids == [ROWS[0][0], ROWS[1][0], ROWS[0][0], ROWS[1][0], ROWS[2][0]]
+    assert page.consumed
+    assert session.open_bodies == 0  # the broken response was released, not left hanging
+
+
+@pytest.mark.asyncio
+async def test_cancelling_a_reader_mid_page_releases_the_response(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    body = csv_page(ROWS[:3])
+    stalled = Stream(page_stream(body, None, 3).headers, [body[: body.index(ROWS[1][0].encode())]], hang=True)
+    script_pages(session, JOB, [(None, stalled)])
+    page = await bulk(session, frozen).page(LOG, completed(rows=3), identity)
+    seen: list[str] = []
+
+    async def consume() -> None:
+        async for row in page.rows:
+            seen.append(row["Id"])
+
+    task = asyncio.create_task(consume())
+    while not seen:
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    assert seen == [ROWS[0][0]]
+    assert session.open_bodies == 0
+
+
+@pytest.mark.asyncio
+async def test_body_cut_at_a_clean_eof_is_never_parsed_into_a_row(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    # Unquoted cells: without the line-ending check, "001...3,Jo" would parse as a whole row.
+    body = b"Id,Name\n0011,Ann\n0012,Bob\n0013,Jo"
+    script_pages(session, JOB, [(None, page_stream(body, None, 3))])
+    page = await bulk(session, frozen).page(LOG, completed(rows=3), identity)
+
+    seen: list[dict[str, str]] = []
+    with pytest.raises(ResultReadError, match="middle of a row"):
+        async for row in page.rows:
+            seen.append(row)
+
+    assert {r["Id"] for r in seen} == {"0011", "0012"}
+    assert len(session.calls_to("GET")) == jobs.PAGE_READ_ATTEMPTS
+
+
+@pytest.mark.asyncio
+async def test_empty_chunks_mid_body_are_not_end_of_input(session: FakeSession, frozen: FrozenTime) -> None:
+    body = csv_page(ROWS[:3])
+    chunks = [body[:20], b"", body[20:40], b"", b"", body[40:]]
+    script_pages(session, JOB, [(None, Stream(page_stream(body, None, 3).headers, chunks))])
+
+    page = await bulk(session, frozen).page(LOG, completed(rows=3), identity)
+    assert [r["Id"] async for r in page.rows] == [r[0] for r in ROWS[:3]]
+
+
+@pytest.mark.asyncio
+async def test_gzip_body_is_decoded_across_members(session: FakeSession, frozen: FrozenTime) -> None:
+    body = csv_page(ROWS)
+    cut = body.index(b"\n", len(body) // 2) + 1
+    raw = gzip.compress(body[:cut]) + gzip.compress(body[cut:])  # two members, as concatenated chunks
+    script_pages(
+        session,
+        JOB,
+        [(None, Stream(page_stream(body, None, 5).headers, [raw[i : i + 9] for i in range(0, len(raw), 9)]))],
+    )
+
+    page = await bulk(session, frozen).page(LOG, completed(rows=5), identity)
+    assert [(r["Id"], r["Name"]) async for r in page.rows] == [(a, b) for a, b in ROWS]
+
+
+@pytest.mark.asyncio
+async def test_truncated_gzip_body_is_an_error(session: FakeSession, frozen: FrozenTime) -> None:
+    raw = gzip.compress(csv_page(ROWS))
+    script_pages(session, JOB, [(None, Stream(page_stream(b"", None, 5).headers, [raw[:-12]]))])
+
+    page = await bulk(session, frozen).page(LOG, completed(rows=5), identity)
+    with pytest.raises(ResultReadError):
+        [r async for r in page.rows]
+
+
+@pytest.mark.asyncio
+async def test_transform_runs_per_row(session: FakeSession, frozen: FrozenTime) -> None:
+    script_pages(session, JOB, [(None, page_stream(csv_page(ROWS[:2]), None, 2))])
+    page = await bulk(session, frozen).page(LOG, completed(rows=2), lambda r: r["Id"][-1])
+    assert [r async for r in page.rows] == ["0", "1"]
+
+
+@pytest.mark.asyncio
+async def test_next_page_requires_the_previous_one_consumed(session: FakeSession, frozen: FrozenTime) -> None:
+    script_pages(session, JOB, [(None, page_stream(csv_page(ROWS[:2]), "L2", 2))])
+    pages = bulk(session, frozen).results(LOG, completed(rows=5), identity)
+    await anext(pages)
+    with pytest.raises(RuntimeError, match="not consumed"):
+        await anext(pages)
+
+
+@pytest.mark.asyncio
+async def test_results_of_a_vanished_job(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script(
+        "GET",
+        f"/jobs/query/{JOB}/results",
+        sf_error(404, "NOT_FOUND", "The requested resource does not exist"),
+    )
+    with pytest.raises(JobNotFoundError):
+        await bulk(session, frozen).page(LOG, completed(rows=1), identity)
+
+    session.script(
+        "GET", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+    )
+    assert await bulk(session, frozen).get(LOG, JOB) is None
+
+
+@pytest.mark.asyncio
+async def test_delete_tolerates_a_missing_job(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("DELETE", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "gone"))
+    await bulk(session, frozen).delete(LOG, JOB)
+    assert len(session.calls_to("DELETE")) == 1
