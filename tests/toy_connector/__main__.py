@@ -1,0 +1,5 @@
+import asyncio
+
+from .connector import Connector
+
+asyncio.run(Connector().serve())
