@@ -234,22 +234,47 @@ class BulkJobs:
     async def run(self, log: Logger, soql: str, operation: Operation, object_name: str) -> JobInfo:
         """Export `soql` as a job and return its JobInfo once it is JobComplete.
 
-        Transient failures are re-submitted (TRANSIENT_ATTEMPTS in all) and exhausted limits are
-        waited out; neither is ever returned as a completed job. Raises JobTooLargeError,
-        BulkUnsupportedError, JobTimeoutError, JobFailedError, LimitExhaustedError, and session
-        errors (SalesforceError) unchanged. Cancelling the caller aborts the job in flight.
+        The same as the last JobInfo `run_steps` yields; see there.
+        """
+        job: JobInfo | None = None
+        async for job in self.run_steps(log, soql, operation, object_name):
+            pass
+        assert job is not None and job.state == JobState.JOB_COMPLETE
+        return job
+
+    async def run_steps(self, log: Logger, soql: str, operation: Operation, object_name: str, *,
+                        resume: str | None = None) -> AsyncGenerator[JobInfo, None]:
+        """Export `soql` as a job: yields each job as it is created, then, last, the JobInfo of
+        the job that completed (state JobComplete).
+
+        A caller that checkpoints the created job's id can pass it back as `resume` after a
+        restart: that job is waited for instead of submitting a new one, unless Salesforce no
+        longer has it. Transient failures are re-submitted (TRANSIENT_ATTEMPTS in all) and
+        exhausted limits are waited out; neither is ever returned as a completed job. Raises
+        JobTooLargeError, BulkUnsupportedError, JobTimeoutError, JobFailedError,
+        LimitExhaustedError, and session errors (SalesforceError) unchanged. Cancelling the caller
+        aborts the job in flight. The concurrency slot is held across the yields of created jobs
+        (a checkpoint), never across the final one.
         """
         transient_failures = 0
         limited_since: float | None = None
         while True:
             async with self._slots:
                 try:
-                    job = await self.wait(log, await self.submit(log, soql, operation, object_name))
+                    job = await self.get(log, resume) if resume is not None else None
+                    resume = None
+                    if job is None:
+                        job = await self.submit(log, soql, operation, object_name)
+                        yield job
+                    else:
+                        log.info("resuming bulk job", {"job_id": job.id, "object": job.object, "state": job.state})
+                    job = await self.wait(log, job)
                     error = classify_job(job)
                 except (TransientJobError, LimitExhaustedError) as refused:
                     error = refused
             if error is None:
-                return job
+                yield job
+                return
             if isinstance(error, TransientJobError):
                 transient_failures += 1
                 if transient_failures >= TRANSIENT_ATTEMPTS:

@@ -15,7 +15,15 @@ from urllib.parse import urlsplit
 from estuary_cdk.capture import common
 from estuary_cdk.capture.common import BaseDocument, ResourceConfigWithSchedule
 from estuary_cdk.flow import ValidationError
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    field_validator,
+    model_validator,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Endpoint configuration

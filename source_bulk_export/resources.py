@@ -9,6 +9,7 @@ describe-global -> keep what can be exported -> describe each (bounded concurren
 """
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -16,10 +17,13 @@ from logging import Logger
 
 import aiohttp
 from estuary_cdk.capture import Task, common
+from estuary_cdk.capture.common import BaseDocument
 from estuary_cdk.flow import CaptureBinding, ValidationError
 
+from . import api
 from .auth import SalesforceError, SalesforceSession
 from .fields import ObjectPlan, UncapturableObject, plan_object
+from .jobs import BulkJobs
 from .models import (
     DEFAULT_INTERVAL,
     DescribeGlobal,
@@ -30,6 +34,7 @@ from .models import (
     SalesforceRecord,
     SObjectDescribe,
 )
+from .rest import RestQuery
 
 # Describes are short requests (they don't count against the org's 25 concurrent long-running
 # requests) but each costs one call of the daily allocation. Ten in flight describe ~1,600
@@ -202,23 +207,49 @@ async def discover_objects(
     return Discovery(plans=plans, skipped=skipped)
 
 
-def floor_to_second(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
+@dataclass(frozen=True, slots=True)
+class Exporters:
+    """The ways out of Salesforce that every binding of one process shares."""
+
+    bulk: BulkJobs
+    rest: RestQuery
 
 
-def open_binding(plan: ObjectPlan, session: SalesforceSession, config: EndpointConfig) -> OpenBinding:
-    """How a binding of `plan` captures: the seam where api.py's fetch functions get bound."""
+def open_binding(plan: ObjectPlan, exporters: Exporters, config: EndpointConfig) -> OpenBinding:
+    """How a binding of `plan` captures: its fetch functions, bound to narrow arguments."""
+    bulk, rest = exporters.bulk, exporters.rest
 
-    def unavailable(
+    def open(
         binding: CaptureBinding[ResourceConfig],
         index: int,
         state: ResourceState,
         task: Task,
         all_bindings: list[tuple[CaptureBinding[ResourceConfig], SalesforceResource]],
     ) -> None:
-        raise NotImplementedError(f"capturing {plan.name} arrives in the next release")
+        if plan.cursor_field is None:
+            common.open_binding(
+                binding,
+                index,
+                state,
+                task,
+                fetch_snapshot=functools.partial(api.snapshot_object, bulk, rest, plan),
+                tombstone=BaseDocument(_meta=BaseDocument.Meta(op="d")),
+            )
+            return
+        common.open_binding(
+            binding,
+            index,
+            state,
+            task,
+            fetch_changes=functools.partial(
+                api.fetch_changes, bulk, rest, plan, config.advanced.delta_lag, config.advanced.bulk_delta_threshold
+            ),
+            fetch_page=functools.partial(
+                api.backfill_object, bulk, rest, plan, config.start_date, config.advanced.backfill_slice_rows
+            ),
+        )
 
-    return unavailable
+    return open
 
 
 def resource_for(plan: ObjectPlan, open_fn: OpenBinding, cutoff: datetime) -> SalesforceResource:
@@ -255,13 +286,17 @@ def resource_for(plan: ObjectPlan, open_fn: OpenBinding, cutoff: datetime) -> Sa
 async def all_resources(
     log: Logger,
     session: SalesforceSession,
+    exporters: Exporters,
     config: EndpointConfig,
     only: Collection[str] | None = None,
     now: datetime | None = None,
 ) -> tuple[list[SalesforceResource], Discovery]:
-    """Resources for every capturable object, or only for the objects named in `only`."""
+    """Resources for every capturable object, or only for the objects named in `only`.
+
+    A binding initialised now gets `cutoff = floor(now) - delta_lag` as its backfill/delta seam.
+    """
     catalog = await connect(log, session, config)
     discovery = await discover_objects(log, session, catalog, only)
-    cutoff = floor_to_second(now or datetime.now(tz=UTC)) - config.advanced.delta_lag
-    resources = [resource_for(plan, open_binding(plan, session, config), cutoff) for plan in discovery.plans]
+    cutoff = api.delta_horizon(now or datetime.now(tz=UTC), config.advanced.delta_lag)
+    resources = [resource_for(plan, open_binding(plan, exporters, config), cutoff) for plan in discovery.plans]
     return resources, discovery

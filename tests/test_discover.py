@@ -263,18 +263,3 @@ async def test_unsupported_api_version(emulator: EmulatorServer, connector: Conn
     with pytest.raises(ValidationError) as caught:
         await discover(connector, config_for(emulator, advanced={"api_version": "99.0"}))
     assert "does not serve API version 99.0" in caught.value.errors[0]
-
-
-@pytest.mark.asyncio
-async def test_open_says_capture_is_coming(emulator: EmulatorServer, connector: Connector) -> None:
-    config = config_for(emulator)
-    spec = request.Open[EndpointConfig, ResourceConfig, Any].model_validate(
-        {
-            "capture": {"name": "acmeCo/x", "connectorType": "LOCAL", "config": config, "intervalSeconds": 0},
-            "version": "test",
-            "range": {},
-            "state": {},
-        }
-    )
-    with pytest.raises(ValidationError, match="next release"):
-        await connector.open(log, spec)

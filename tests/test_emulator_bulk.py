@@ -151,6 +151,16 @@ def test_default_page_size_and_gzip(emulator: EmulatorServer, client: EmulatorCl
     assert gzip.decompress(zipped.body) == plain.body
 
 
+def test_pages_can_be_smaller_than_max_records(emulator: EmulatorServer, client: EmulatorClient) -> None:
+    emulator.knobs.max_page_rows = 80
+    job_id = client.run_job("SELECT Id FROM Account")
+
+    first = client.results(job_id, max_records=150)
+    assert first.headers["Sforce-NumberOfRecords"] == "80"
+    second = client.results(job_id, first.headers["Sforce-Locator"], max_records=50)
+    assert second.headers["Sforce-NumberOfRecords"] == "50"
+
+
 def test_results_need_the_jobs_api_version(client: EmulatorClient) -> None:
     job_id = client.run_job("SELECT Id FROM Account")
 

@@ -158,7 +158,10 @@ async def job_results(request: web.Request) -> web.StreamResponse:
     max_records = request.query.get("maxRecords", str(state.knobs.default_max_records))
     if not max_records.isdigit() or int(max_records) < 1:
         raise ApiError(400, "API_ERROR", f"Invalid maxRecords: {max_records}")
-    out = state.jobs.results(job, _version(request), locator, int(max_records))
+    page_rows = int(max_records)
+    if state.knobs.max_page_rows is not None:
+        page_rows = min(page_rows, state.knobs.max_page_rows)
+    out = state.jobs.results(job, _version(request), locator, page_rows)
     state.counters.locator_fetched(job.info.id, locator)
 
     gzip = _accepts_gzip(request)
@@ -176,21 +179,25 @@ async def job_results(request: web.Request) -> web.StreamResponse:
     # Fault: cut the page off in its first data chunk (or its header, if it has no rows).
     cut_at = (1 if out.page.rows else 0) if state.faults.reset_result_page() else -1
     chunks = job.csv_writer(state.knobs.csv_null_as_quoted_empty).chunks(out.page)
-    for index, text in enumerate(chunks):
-        data = text.encode()
-        state.result_bytes += len(data)
-        if index == cut_at:
-            await _write(response, compressor, data[: len(data) // 2], flush=True)
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        await _write(response, compressor, data)
-    if compressor is not None:
-        await response.write(compressor.flush())
-    # Counted before the terminating chunk, so a client that has read the whole page
-    # always finds it counted.
-    state.counters.rows(out.page.rows, job.info.id)
-    await response.write_eof()
+    try:
+        for index, text in enumerate(chunks):
+            data = text.encode()
+            state.result_bytes += len(data)
+            if index == cut_at:
+                await _write(response, compressor, data[: len(data) // 2], flush=True)
+                if request.transport is not None:
+                    request.transport.abort()
+                return response
+            await _write(response, compressor, data)
+        if compressor is not None:
+            await response.write(compressor.flush())
+        # Counted before the terminating chunk, so a client that has read the whole page
+        # always finds it counted.
+        state.counters.rows(out.page.rows, job.info.id)
+        await response.write_eof()
+    except ConnectionResetError:
+        # The client went away mid-page (a connector killed between sessions): nothing to answer.
+        return response
     return response
 
 

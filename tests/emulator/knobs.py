@@ -57,6 +57,9 @@ class Knobs:
     job_in_progress_seconds: float = 0.0
     # Rows per results page when the request has no maxRecords (server-chosen, §4.6).
     default_max_records: int = 50_000
+    # Salesforce may return fewer rows than maxRecords ("page may be smaller due to size
+    # limits", §4.6); a page never holds more than this many rows. None: no cap.
+    max_page_rows: int | None = None
     gzip_level: int = 1
     # Null CSV cells are empty (`,,`); True writes them as `,"",` instead (§4.9, §10).
     csv_null_as_quoted_empty: bool = False

@@ -1,0 +1,81 @@
+"""What the capture tests share: a catalog discovered from the emulator, and the emulator's
+rows as the documents a complete capture must hold."""
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tests import flow_harness
+from tests.emulator import EmulatorServer
+
+REPO = Path(__file__).resolve().parent.parent
+PREFIX = "acmeCo/"
+
+CATALOG = """\
+captures:
+  acmeCo/source-bulk-export:
+    endpoint:
+      local:
+        command: [python, -m, source_bulk_export]
+        config: {}
+    bindings: []
+"""
+
+# Waits (job polls, backoffs) in the connector process are multiplied by this, so a test that
+# makes a job fail twice does not sit through real minutes of backoff. The schedule itself is
+# pinned by the time-frozen tests in test_jobs.py.
+TEST_ENV = {"SOURCE_BULK_EXPORT_WAIT_SCALE": "0.001"}
+
+
+def emulator_config(emulator: EmulatorServer, **advanced: Any) -> dict[str, Any]:
+    credentials = emulator.knobs.credentials
+    return {
+        "credentials": {
+            "credentials_title": "OAuth",
+            "client_id": credentials.client_id,
+            "client_secret": credentials.client_secret,
+            "refresh_token": credentials.refresh_token,
+        },
+        "login_url": emulator.url,
+        "advanced": advanced,
+    }
+
+
+def discovered_source(tmp_path: Path, emulator: EmulatorServer, objects: set[str] | None = None,
+                      **advanced: Any) -> flow_harness.FlowSource:
+    """A catalog in `tmp_path` that discover filled in (optionally narrowed to `objects`)."""
+    catalog = tmp_path / "test.flow.yaml"
+    catalog.write_text(CATALOG)
+    config = emulator_config(emulator, **advanced)
+    source = flow_harness.load_source(catalog, config=config, env=TEST_ENV, cwd=REPO)
+    bindings = flow_harness.discover(source)
+    if objects is not None:
+        bindings = [b for b in bindings if b["recommendedName"] in objects]
+    flow_harness.write_discovered(source, bindings)
+    return flow_harness.load_source(catalog, config=config, env=TEST_ENV, cwd=REPO)
+
+
+def without_meta(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "_meta"}
+
+
+def captured_rows(result: flow_harness.PreviewResult, obj: str) -> dict[str, dict[str, Any]]:
+    """The collection of `obj` reduced by Id (deletions applied), `_meta` left out."""
+    docs: dict[str, dict[str, Any]] = {}
+    for doc in result.documents_of(PREFIX + obj):
+        if doc.get("_meta", {}).get("op") == "d" and "Id" in doc:
+            docs.pop(doc["Id"], None)
+        elif "Id" in doc:
+            docs[doc["Id"]] = without_meta(doc)
+    return docs
+
+
+def expected_rows(emulator: EmulatorServer, obj: str) -> dict[str, dict[str, Any]]:
+    """The emulator's live rows of `obj` as the documents the connector must capture."""
+    return {doc["Id"]: dict(doc) for doc in emulator.org.expected_documents(obj)}
+
+
+def snapshot_rows(result: flow_harness.PreviewResult, obj: str) -> dict[str, dict[str, Any]]:
+    """A snapshot binding's documents of its last complete pass, by Id."""
+    docs = [d for d in result.documents_of(PREFIX + obj) if d.get("_meta", {}).get("op") != "d"]
+    return {doc["Id"]: without_meta(doc) for doc in docs}
