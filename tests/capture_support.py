@@ -28,8 +28,9 @@ TEST_ENV = {"SOURCE_BULK_EXPORT_WAIT_SCALE": "0.001"}
 
 
 def emulator_config(emulator: EmulatorServer, **advanced: Any) -> dict[str, Any]:
+    """The endpoint config that signs in to `emulator`, with `advanced` settings."""
     credentials = emulator.knobs.credentials
-    return {
+    config: dict[str, Any] = {
         "credentials": {
             "credentials_title": "OAuth",
             "client_id": credentials.client_id,
@@ -37,8 +38,10 @@ def emulator_config(emulator: EmulatorServer, **advanced: Any) -> dict[str, Any]
             "refresh_token": credentials.refresh_token,
         },
         "login_url": emulator.url,
-        "advanced": advanced,
     }
+    if advanced:
+        config["advanced"] = advanced
+    return config
 
 
 def discovered_source(tmp_path: Path, emulator: EmulatorServer, objects: set[str] | None = None,

@@ -19,6 +19,7 @@ from estuary_cdk.logger import FlowLogger
 
 from source_bulk_export import Connector
 from source_bulk_export.models import EndpointConfig, ResourceConfig
+from tests.capture_support import emulator_config
 from tests.emulator import EmulatorServer
 
 # The connector's methods take the CDK's logger type; a detached one is enough here.
@@ -38,19 +39,7 @@ CAPTURED = {
 
 
 def config_for(emulator: EmulatorServer, **overrides: Any) -> EndpointConfig:
-    credentials = emulator.knobs.credentials
-    return EndpointConfig.model_validate(
-        {
-            "credentials": {
-                "credentials_title": "OAuth",
-                "client_id": credentials.client_id,
-                "client_secret": credentials.client_secret,
-                "refresh_token": credentials.refresh_token,
-            },
-            "login_url": emulator.url,
-            **overrides,
-        }
-    )
+    return EndpointConfig.model_validate({**emulator_config(emulator), **overrides})
 
 
 @pytest_asyncio.fixture

@@ -13,32 +13,8 @@ from typing import Any
 import pytest
 
 from tests import flow_harness
+from tests.capture_support import CATALOG, REPO, emulator_config
 from tests.emulator import EmulatorServer
-
-REPO = Path(__file__).resolve().parent.parent
-
-CATALOG = """\
-captures:
-  acmeCo/source-bulk-export:
-    endpoint:
-      local:
-        command: [python, -m, source_bulk_export]
-        config: {}
-    bindings: []
-"""
-
-
-def emulator_config(emulator: EmulatorServer) -> dict[str, Any]:
-    credentials = emulator.knobs.credentials
-    return {
-        "credentials": {
-            "credentials_title": "OAuth",
-            "client_id": credentials.client_id,
-            "client_secret": credentials.client_secret,
-            "refresh_token": credentials.refresh_token,
-        },
-        "login_url": emulator.url,
-    }
 
 
 @pytest.fixture
