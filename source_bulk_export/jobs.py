@@ -236,11 +236,11 @@ class BulkJobs:
 
         The same as the last JobInfo `run_steps` yields; see there.
         """
-        job: JobInfo | None = None
-        async for job in self.run_steps(log, soql, operation, object_name):
-            pass
-        assert job is not None and job.state == JobState.JOB_COMPLETE
-        return job
+        last: JobInfo | None = None
+        async for step in self.run_steps(log, soql, operation, object_name):
+            last = step
+        assert last is not None and last.state == JobState.JOB_COMPLETE
+        return last
 
     async def run_steps(self, log: Logger, soql: str, operation: Operation, object_name: str, *,
                         resume: str | None = None) -> AsyncGenerator[JobInfo, None]:
@@ -261,12 +261,13 @@ class BulkJobs:
         while True:
             async with self._slots:
                 try:
-                    job = await self.get(log, resume) if resume is not None else None
+                    resumed = await self.get(log, resume) if resume is not None else None
                     resume = None
-                    if job is None:
+                    if resumed is None:
                         job = await self.submit(log, soql, operation, object_name)
                         yield job
                     else:
+                        job = resumed
                         log.info("resuming bulk job", {"job_id": job.id, "object": job.object, "state": job.state})
                     job = await self.wait(log, job)
                     error = classify_job(job)

@@ -198,7 +198,7 @@ async def discover_objects(
             return str(err)
 
     plans: list[ObjectPlan] = []
-    for name, result in zip(candidates, await asyncio.gather(*(plan(name) for name in candidates))):
+    for name, result in zip(candidates, await asyncio.gather(*(plan(name) for name in candidates)), strict=True):
         if isinstance(result, ObjectPlan):
             plans.append(result)
         else:
