@@ -24,7 +24,8 @@ from typing import Any, Literal
 from estuary_cdk.capture.common import LogCursor, PageCursor, make_cursor_dict
 
 from .fields import KEY_FIELD, Document, ObjectPlan
-from .jobs import BulkJobs, BulkUnsupportedError, JobTooLargeError
+from .job_errors import BulkUnsupportedError, JobTooLargeError
+from .jobs import BulkJobs
 from .models import JobInfo, JobState, SalesforceRecord
 from .rest import BATCH_SIZE, RestQuery
 
@@ -293,7 +294,7 @@ async def fetch_changes(
         await result.records.aclose()
         log.info("delta window is large; exporting it through Bulk queryAll",
                  {"object": plan.name, "rows": result.total_size, "after": cursor, "through": horizon})
-        async for item in _changes_via_bulk(bulk, plan, cursor, horizon, result.total_size, bulk_threshold, log):
+        async for item in _changes_via_bulk(bulk, rest, plan, cursor, horizon, result.total_size, bulk_threshold, log):
             yield item
         return
 
@@ -358,10 +359,11 @@ def split_window(after: datetime, through: datetime, parts: int) -> list[tuple[d
     return windows
 
 
-async def _changes_via_bulk(bulk: BulkJobs, plan: ObjectPlan, after: datetime, through: datetime, total: int,
-                            threshold: int, log: Logger) -> AsyncGenerator[Document | LogCursor, None]:
+async def _changes_via_bulk(bulk: BulkJobs, rest: RestQuery, plan: ObjectPlan, after: datetime, through: datetime,
+                            total: int, threshold: int, log: Logger) -> AsyncGenerator[Document | LogCursor, None]:
     """The window `(after, through]` through Bulk queryAll jobs, one per sub-window of about
-    `threshold` rows (split evenly in time, halved again when a job is too large)."""
+    `threshold` rows (split evenly in time, halved again when a job is too large). If the Bulk
+    API refuses the object, what is left of the window is read through REST."""
     pending = split_window(after, through, max(1, -(-total // threshold)))
     budget = _CallBudget()
     while pending:
@@ -373,6 +375,17 @@ async def _changes_via_bulk(bulk: BulkJobs, plan: ObjectPlan, after: datetime, t
                 raise
             pending[:0] = split_window(lower, upper, 2)
             continue
+        except BulkUnsupportedError as err:
+            # Only a refusal tells, and this process may not have seen one: the backfill that
+            # learned it can have ended in an earlier session. Everything up to `lower` is emitted.
+            log.warning("the Bulk API cannot export this object; reading the delta window through REST",
+                        {**err.log_fields(), "after": lower, "through": through})
+            plan.bulk_supported = False
+            result = await rest.open(log, changes_soql(plan, lower, through), plan.json_transform(),
+                                     include_deleted=True)
+            async for item in _checkpointed(result.records, plan, through, budget):
+                yield item
+            return
 
         async for item in _checkpointed(_job_documents(bulk, plan, job, log), plan, upper, budget):
             yield item

@@ -21,7 +21,8 @@ from estuary_cdk.http import HTTPMixin
 
 from source_bulk_export.auth import SalesforceSession
 from source_bulk_export.fields import Document, ObjectPlan
-from source_bulk_export.jobs import BulkJobs, BulkUnsupportedError
+from source_bulk_export.job_errors import BulkUnsupportedError
+from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.models import EndpointConfig, OAuthCredentials
 from source_bulk_export.resources import connect, discover_objects
 from source_bulk_export.rest import RestQuery

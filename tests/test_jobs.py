@@ -10,9 +10,8 @@ import pytest
 from freezegun import freeze_time
 
 from source_bulk_export import jobs
-from source_bulk_export.jobs import (
+from source_bulk_export.job_errors import (
     BulkJobError,
-    BulkJobs,
     BulkUnsupportedError,
     JobFailedError,
     JobNotFoundError,
@@ -25,6 +24,7 @@ from source_bulk_export.jobs import (
     classify_job,
     classify_message,
 )
+from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.models import JobInfo
 from tests.fakes import (
     FakeSession,
@@ -102,6 +102,41 @@ async def test_poll_schedule_doubles_to_the_cap_and_logs_transitions_only(
         "rows": 70,
         "elapsed_s": 91.5,
     }
+
+
+@pytest.mark.asyncio
+async def test_run_steps_reports_the_job_as_soon_as_it_exists(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "JobComplete", rows=3))
+
+    steps = [job async for job in bulk(session, frozen).run_steps(LOG, SOQL, "query", "Account")]
+
+    # First the created job (so a caller can checkpoint its id before the wait), last the result.
+    assert [(j.id, j.state) for j in steps] == [(JOB, "UploadComplete"), (JOB, "JobComplete")]
+
+
+@pytest.mark.asyncio
+async def test_resuming_waits_for_the_same_job_instead_of_submitting(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"), job_json(JOB, "JobComplete", rows=3))
+
+    steps = [job async for job in bulk(session, frozen).run_steps(LOG, SOQL, "query", "Account", resume=JOB)]
+
+    assert [(j.id, j.state) for j in steps] == [(JOB, "JobComplete")]
+    assert session.calls_to("POST") == []
+
+
+@pytest.mark.asyncio
+async def test_resuming_a_job_salesforce_no_longer_has_submits_a_new_one(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    gone = "750000000000009AAA"
+    session.script("GET", f"/jobs/query/{gone}", sf_error(404, "NOT_FOUND", "The requested resource does not exist"))
+    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "JobComplete", rows=3))
+
+    steps = [job async for job in bulk(session, frozen).run_steps(LOG, SOQL, "query", "Account", resume=gone)]
+
+    assert [(j.id, j.state) for j in steps] == [(JOB, "UploadComplete"), (JOB, "JobComplete")]
 
 
 @pytest.mark.asyncio

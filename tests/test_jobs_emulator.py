@@ -13,7 +13,8 @@ import pytest_asyncio
 from estuary_cdk.http import HTTPMixin
 
 from source_bulk_export.auth import SalesforceSession
-from source_bulk_export.jobs import BulkJobs, BulkUnsupportedError
+from source_bulk_export.job_errors import BulkUnsupportedError
+from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.models import OAuthCredentials
 from source_bulk_export.rest import RestQuery
 from tests.emulator import EmulatorServer, Org, OrgConfig
