@@ -1,6 +1,7 @@
 """What the capture tests share: a catalog discovered from the emulator, and the emulator's
 rows as the documents a complete capture must hold."""
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -82,3 +83,21 @@ def snapshot_rows(result: flow_harness.PreviewResult, obj: str) -> dict[str, dic
     """A snapshot binding's documents of its last complete pass, by Id."""
     docs = [d for d in result.documents_of(PREFIX + obj) if d.get("_meta", {}).get("op") != "d"]
     return {doc["Id"]: without_meta(doc) for doc in docs}
+
+
+def rebound_source(source: flow_harness.FlowSource, emulator: EmulatorServer | None = None, *,
+                   objects: set[str] | None = None, resource: Mapping[str, Any] | None = None,
+                   **advanced: Any) -> flow_harness.FlowSource:
+    """`source` with its bindings narrowed to `objects`, `resource` merged into each binding's
+    resource config (e.g. `{"interval": "PT1S"}`), and, given an emulator, its endpoint config
+    pointed at it with `advanced` settings. The catalog files are not rewritten, so one discovery
+    serves every emulator over the same seeded schema."""
+    bindings = tuple(
+        dataclasses.replace(b, resource={**b.resource, **(resource or {})})
+        for b in source.bindings
+        if objects is None or b.target.removeprefix(PREFIX) in objects
+    )
+    changes: dict[str, Any] = {"bindings": bindings}
+    if emulator is not None:
+        changes["config"] = emulator_config(emulator, **advanced)
+    return dataclasses.replace(source, **changes)
