@@ -242,9 +242,8 @@ async def snapshot_object(bulk: BulkJobs, rest: RestQuery, plan: ObjectPlan,
             plan.bulk_supported = False
         else:
             plan.bulk_supported = True
-            async for result in bulk.results(log, job, plan.csv_transform()):
-                async for doc in result.rows:
-                    yield SalesforceRecord.model_validate(doc)
+            async for doc in _job_documents(bulk, plan, job, log):
+                yield SalesforceRecord.model_validate(doc)
             await bulk.delete(log, job.id)
             return
     async for doc in rest.query(log, soql, plan.json_transform(), include_deleted=False):
