@@ -8,7 +8,7 @@ between pages and resume a job from its locator after a restart.
 import asyncio
 import time
 import zlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from logging import Logger
 from typing import Any, Literal, cast
@@ -21,7 +21,7 @@ from estuary_cdk.incremental_csv_processor import (
     IncrementalCSVProcessor,
 )
 
-from .auth import BodyStream, SalesforceError, SalesforceSession
+from .auth import BodyStream, SalesforceError, SalesforceSession, Sleep
 from .job_errors import (
     JobFailedError,
     JobNotFoundError,
@@ -37,7 +37,6 @@ from .models import TERMINAL_JOB_STATES, JobInfo, JobState
 
 type Operation = Literal["query", "queryAll"]
 type RowTransform[R] = Callable[[dict[str, str]], R]
-type Sleep = Callable[[float], Awaitable[None]]
 type Clock = Callable[[], float]
 
 JOBS_PATH = "/jobs/query"
