@@ -15,7 +15,7 @@ It takes under two minutes, needs no Salesforce account and no network, and exit
 5. sums up: documents per object, rows/s, sessions, and what the state looks like.
 
 Everything talks to the connector exactly as Flow does: one process per request, JSON lines
-on stdin/stdout (see tests/flow_harness.py, our stand-in for `flowctl`). Read this file top
+on stdin/stdout (see tests/flow_harness/, our stand-in for `flowctl`). Read this file top
 to bottom: `main()` is the story, the helpers below it are the details.
 """
 

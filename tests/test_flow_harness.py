@@ -1,4 +1,4 @@
-"""Tests of tests/flow_harness.py, the flowctl stand-in, against the toy connectors.
+"""Tests of tests/flow_harness/, the flowctl stand-in, against the toy connectors.
 
 Two connectors are used (tests/toy_connector/):
 
@@ -27,6 +27,7 @@ import yaml
 
 from tests import flow_harness as fh
 from tests.flow_harness import Session
+from tests.flow_harness.process import _command
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -715,7 +716,7 @@ def test_load_source_resolves_command_config_and_env(tmp_path: Path, monkeypatch
     source = fh.load_source(
         tmp_path / "test.flow.yaml", config_patch={"api": {"url": "http://127.0.0.1:9"}}, env={"B": "2"}
     )
-    assert fh._command(source) == [sys.executable, "-m", "pkg"]
+    assert _command(source) == [sys.executable, "-m", "pkg"]
     # Timestamps stay strings, as in flowctl; the patch merges into the file's config.
     assert source.config == {
         "api": {"url": "http://127.0.0.1:9", "token": "t"},

@@ -1,4 +1,4 @@
-"""Spec, discover and validate through `tests/flow_harness.py`, one connector process per
+"""Spec, discover and validate through `tests/flow_harness/`, one connector process per
 request as Flow runs them, against the Salesforce emulator.
 
 The catalog is written to a temporary directory (the emulator listens on a random port, so

@@ -1,4 +1,4 @@
-"""Toy connectors that exercise `tests/flow_harness.py` without any network.
+"""Toy connectors that exercise `tests/flow_harness/` without any network.
 
 Two programs live here:
 
