@@ -2,10 +2,16 @@
 rows as the documents a complete capture must hold."""
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from logging import Logger
 from pathlib import Path
 from typing import Any
 
+from estuary_cdk.http import HTTPMixin
+
+from source_bulk_export.auth import SalesforceSession
+from source_bulk_export.models import OAuthCredentials
 from tests import flow_harness
 from tests.emulator import EmulatorServer
 
@@ -43,6 +49,27 @@ def emulator_config(emulator: EmulatorServer, **advanced: Any) -> dict[str, Any]
     if advanced:
         config["advanced"] = advanced
     return config
+
+
+class _Http(HTTPMixin):
+    """The CDK's HTTP session on its own, as a connector process would hold it."""
+
+
+@asynccontextmanager
+async def salesforce_session(emulator: EmulatorServer, log: Logger) -> AsyncIterator[SalesforceSession]:
+    """A connector-side session signed in to `emulator`, for tests that call the connector's
+    modules in-process."""
+    http = _Http()
+    await http._mixin_enter(log)
+    http.rate_limiter.delay = 0  # the CDK's 1 s start-up pacing is pointless against localhost
+    creds = emulator.knobs.credentials
+    credentials = OAuthCredentials(
+        client_id=creds.client_id, client_secret=creds.client_secret, refresh_token=creds.refresh_token
+    )
+    try:
+        yield SalesforceSession(http, credentials, emulator.url, "62.0")
+    finally:
+        await http._mixin_exit(log)
 
 
 def discovered_source(tmp_path: Path, emulator: EmulatorServer, objects: set[str] | None = None,

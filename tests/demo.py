@@ -37,6 +37,7 @@ import yaml
 
 from source_bulk_export.models import DEFAULT_MAX_CONCURRENT_JOBS as MAX_JOBS
 from tests import flow_harness as fh
+from tests.capture_support import emulator_config
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,17 +112,7 @@ class Catalog:
 
     def __init__(self, directory: Path, emulator: EmulatorServer) -> None:
         self.path = directory / "flow.yaml"
-        credentials = emulator.knobs.credentials
-        config = {
-            "credentials": {
-                "credentials_title": "OAuth",
-                "client_id": credentials.client_id,
-                "client_secret": credentials.client_secret,
-                "refresh_token": credentials.refresh_token,
-            },
-            "login_url": emulator.url,
-            "advanced": {"delta_lag": DELTA_LAG},
-        }
+        config = emulator_config(emulator, delta_lag=DELTA_LAG)
         # PYTHONPATH lets the connector run from this checkout even before it is installed.
         pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         endpoint = {

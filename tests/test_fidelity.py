@@ -17,16 +17,15 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from estuary_cdk.http import HTTPMixin
 
 from source_bulk_export.auth import SalesforceSession
 from source_bulk_export.fields import Document, ObjectPlan
 from source_bulk_export.job_errors import BulkUnsupportedError
 from source_bulk_export.jobs import BulkJobs
-from source_bulk_export.models import EndpointConfig, OAuthCredentials
+from source_bulk_export.models import EndpointConfig
 from source_bulk_export.resources import connect, discover_objects
 from source_bulk_export.rest import RestQuery
-from tests.capture_support import emulator_config
+from tests.capture_support import emulator_config, salesforce_session
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
 LOG = logging.getLogger("test_fidelity")
@@ -55,10 +54,6 @@ EDGE_OPPORTUNITIES = (
 EDGE_ACCOUNTS = ({"NumberOfEmployees": 0}, {"NumberOfEmployees": 2**31 - 1}, {"NumberOfEmployees": -1})
 
 
-class _Http(HTTPMixin):
-    pass
-
-
 async def no_sleep(seconds: float) -> None:
     """Emulator jobs complete on the next poll; waiting for real would only slow the tests."""
 
@@ -78,17 +73,8 @@ def emu() -> Iterator[EmulatorServer]:
 
 @pytest_asyncio.fixture
 async def session(emu: EmulatorServer) -> AsyncIterator[SalesforceSession]:
-    http = _Http()
-    await http._mixin_enter(LOG)
-    http.rate_limiter.delay = 0  # the CDK's 1 s start-up pacing is pointless against localhost
-    creds = emu.knobs.credentials
-    credentials = OAuthCredentials(
-        client_id=creds.client_id, client_secret=creds.client_secret, refresh_token=creds.refresh_token
-    )
-    try:
-        yield SalesforceSession(http, credentials, emu.url, "62.0")
-    finally:
-        await http._mixin_exit(LOG)
+    async with salesforce_session(emu, LOG) as session:
+        yield session
 
 
 @pytest.fixture

@@ -10,21 +10,16 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from estuary_cdk.http import HTTPMixin
 
 from source_bulk_export.auth import SalesforceSession
 from source_bulk_export.job_errors import BulkUnsupportedError
 from source_bulk_export.jobs import BulkJobs
-from source_bulk_export.models import OAuthCredentials
 from source_bulk_export.rest import RestQuery
+from tests.capture_support import salesforce_session
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
 LOG = logging.getLogger("test_jobs_emulator")
 ROWS = 2_500
-
-
-class _Http(HTTPMixin):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +30,8 @@ def emu() -> Iterator[EmulatorServer]:
 
 @pytest_asyncio.fixture
 async def session(emu: EmulatorServer) -> AsyncIterator[SalesforceSession]:
-    http = _Http()
-    await http._mixin_enter(LOG)
-    http.rate_limiter.delay = 0  # the CDK's 1 s start-up pacing is pointless against localhost
-    creds = emu.knobs.credentials
-    credentials = OAuthCredentials(
-        client_id=creds.client_id, client_secret=creds.client_secret, refresh_token=creds.refresh_token
-    )
-    try:
-        yield SalesforceSession(http, credentials, emu.url, "62.0")
-    finally:
-        await http._mixin_exit(LOG)
+    async with salesforce_session(emu, LOG) as session:
+        yield session
 
 
 async def no_sleep(seconds: float) -> None:
