@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from logging import Logger
 from typing import Any, Literal
+from urllib.parse import quote_plus
 
 from estuary_cdk.capture.common import LogCursor, PageCursor, make_cursor_dict
 
@@ -43,7 +44,17 @@ DELTA_CHECKPOINT_ROWS = 10_000
 # calls keep a graceful stop prompt.
 DELTA_ROWS_PER_CALL = 200_000
 
+# Salesforce refuses a request whose URI passes 16,384 bytes (414), and a REST query travels in
+# its URI; a Bulk job's query travels in the request body. This leaves room for the host, the
+# path and the other parameters.
+MAX_REST_QUERY_BYTES = 15_000
+
 Operation = Literal["query", "queryAll"]
+
+
+def fits_in_a_rest_url(soql: str) -> bool:
+    """Whether `soql`, URL-encoded as REST's `q` parameter, stays under MAX_REST_QUERY_BYTES."""
+    return len(quote_plus(soql)) <= MAX_REST_QUERY_BYTES
 
 
 def soql_datetime(moment: datetime) -> str:
@@ -288,7 +299,15 @@ async def fetch_changes(
     if horizon <= cursor:
         return
 
-    result = await rest.open(log, changes_soql(plan, cursor, horizon), plan.json_transform(), include_deleted=True)
+    soql = changes_soql(plan, cursor, horizon)
+    if not fits_in_a_rest_url(soql) and plan.bulk_supported is not False:
+        log.info("the object has too many fields for a REST query URL; reading its changes through Bulk queryAll",
+                 {"object": plan.name, "fields": len(plan.fields), "after": cursor, "through": horizon})
+        async for item in _changes_via_bulk(bulk, rest, plan, cursor, horizon, bulk_threshold, bulk_threshold, log):
+            yield item
+        return
+
+    result = await rest.open(log, soql, plan.json_transform(), include_deleted=True)
     if result.total_size > bulk_threshold and plan.bulk_supported is not False:
         await result.records.aclose()
         log.info("delta window is large; exporting it through Bulk queryAll",

@@ -224,6 +224,26 @@ async def test_a_window_at_the_threshold_stays_on_rest() -> None:
     assert bulk.runs == [] and len(items) == 11
 
 
+@freeze_time(T0)
+async def test_an_object_too_wide_for_a_rest_url_reads_its_changes_through_bulk() -> None:
+    describe = SObjectDescribe.model_validate({
+        "name": "Wide__c",
+        "fields": [
+            {"name": "Id", "type": "id", "soapType": "tns:ID"},
+            {"name": "SystemModstamp", "type": "datetime", "soapType": "xsd:dateTime"},
+            *({"name": f"A_Rather_Long_Custom_Field_Name_{i:04d}__c", "type": "string", "soapType": "xsd:string"}
+              for i in range(500)),
+        ],
+    })
+    rest, bulk = FakeRest([]), FakeBulk()
+    with pytest.raises(RuntimeError, match="stop here"):
+        await collect(fetch_changes(bulk, rest, plan_object(describe), timedelta(minutes=5), 50_000, LOG,
+                                    T0 - timedelta(hours=1)))
+    assert rest.queries == []  # it would have been refused with 414
+    assert [operation for _, operation in bulk.runs] == ["queryAll"]
+    assert not api.fits_in_a_rest_url(bulk.runs[0][0])
+
+
 def test_split_window_covers_the_window_exactly_in_whole_seconds() -> None:
     after, through = T0, T0 + timedelta(seconds=10)
     parts = split_window(after, through, 3)
