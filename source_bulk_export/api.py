@@ -290,7 +290,8 @@ async def fetch_changes(
     `horizon = floor(now) - lag` (see `delta_horizon`). Rows come in (cf, Id) order from one
     REST queryAll (a query's pages follow one server-side cursor, so many rows sharing one second
     never make it loop) or, when the window holds more than `bulk_threshold` rows, from Bulk
-    queryAll jobs over sub-windows. A LogCursor `t` is yielded only once every row with
+    queryAll jobs over sub-windows (as are all windows of an object whose query is too long for a
+    REST URL). A LogCursor `t` is yielded only once every row with
     `cf <= t` has been emitted; the last one is `horizon`. Nothing is yielded for a window that
     has not opened yet.
     """
