@@ -4,6 +4,7 @@ Every test compares what the capture holds (reduced by key) with the emulator's 
 by field: a count would not notice a wrong value or a row swapped for another.
 """
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,26 @@ def test_a_token_that_expires_mid_backfill_is_refreshed_once(tmp_path: Path, emu
     assert expired, "the backfill never reached a page to expire the token after"
     assert captured_rows(result, "Account") == expected_rows(emulator, "Account")
     assert emulator.counters.tokens_issued == 2  # the first sign-in, and one refresh after the expiry
+
+
+def test_an_exhausted_api_allocation_is_waited_out_not_reported_as_done(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    source = discovered_source(tmp_path, emulator, {"Contact"})
+    exhausted: list[threading.Timer] = []
+
+    def exhaust_after_first_page(progress: flow_harness.Progress) -> None:
+        if progress.checkpoint.document_count and not exhausted:
+            emulator.set_api_usage(emulator.knobs.daily_api_requests)
+            # The allocation rolls over later: refill it from another thread while the connector waits.
+            refill = threading.Timer(3.0, emulator.set_api_usage, args=(0,))
+            refill.start()
+            exhausted.append(refill)
+
+    result = run_until_captured(source, on_checkpoint=exhaust_after_first_page)
+
+    assert exhausted, "the backfill never reached a page to exhaust the allocation after"
+    waits = [log for log in result.logs if log.get("fields", {}).get("args", {}).get("error_code") ==
+             "REQUEST_LIMIT_EXCEEDED"]
+    assert waits, "the connector never met the exhausted allocation"
+    assert captured_rows(result, "Contact") == expected_rows(emulator, "Contact")
