@@ -87,7 +87,10 @@ FAILURE_MARKERS: tuple[tuple[type[BulkJobError], tuple[str, ...]], ...] = (
         "functionality_not_enabled",  # "Selecting compound data not supported in Bulk Query"
         "featurenotenabled",  # "Cannot serialize value for 'X' in CSV format"
         "invalid_type",  # INVALID_TYPE and INVALID_TYPE_FOR_OPERATION
-        "invalid_field", "implementation restriction")),  # the last: objects needing a special filter
+        "implementation restriction")),  # objects that need a special filter
+    # INVALID_FIELD is deliberately absent: a field deleted or hidden since describe is refused by
+    # REST too, so it is no reason to move an object off Bulk for good. It stays a JobFailedError
+    # (or a SalesforceError at creation), and the restart that follows describes the object anew.
     (JobTooLargeError, (
         "query_timeout", "running for too long", "failed to write query result", "file size",
         "operation_too_large",
