@@ -4,6 +4,7 @@ Every test compares what the capture holds (reduced by key) with the emulator's 
 by field: a count would not notice a wrong value or a row swapped for another.
 """
 
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any
@@ -231,3 +232,17 @@ def test_an_exhausted_api_allocation_is_waited_out_not_reported_as_done(
              "REQUEST_LIMIT_EXCEEDED"]
     assert waits, "the connector never met the exhausted allocation"
     assert captured_rows(result, "Contact") == expected_rows(emulator, "Contact")
+
+
+def test_start_date_bounds_the_backfill_exactly(tmp_path: Path, emulator: EmulatorServer) -> None:
+    rows = emulator.org.live_rows("Contact")
+    start = rows[len(rows) // 2]["SystemModstamp"]  # rows at exactly this second must be captured
+    source = discovered_source(tmp_path, emulator, {"Contact"})
+    source = dataclasses.replace(source, config={**source.config, "start_date": start.isoformat()})
+
+    result = run_until_captured(source)
+
+    expected = {doc_id: doc for doc_id, doc in expected_rows(emulator, "Contact").items()
+                if doc["SystemModstamp"] >= start.strftime("%Y-%m-%dT%H:%M:%S.000Z")}
+    assert 0 < len(expected) < len(rows)
+    assert captured_rows(result, "Contact") == expected
