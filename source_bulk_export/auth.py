@@ -239,21 +239,22 @@ class SalesforceSession:
                     )
                     limit_waits += 1
                     continue
-                if 500 <= error.status < 600 and server_errors + 1 < SERVER_ERROR_ATTEMPTS:
-                    await self._wait(
-                        log,
-                        "Salesforce server error, waiting before retrying",
-                        error,
-                        server_errors,
-                        SERVER_ERROR_WAIT_INITIAL_SECONDS,
-                        SERVER_ERROR_WAIT_MAX_SECONDS,
-                    )
+                if await self._pause_after_server_error(log, "Salesforce server error", error, server_errors):
                     server_errors += 1
                     continue
                 raise error from None
 
             self._observe_api_usage(log, response_headers)
             return response_headers, body
+
+    async def _pause_after_server_error(self, log: Logger, what: str, error: SalesforceError, attempt: int) -> bool:
+        """Wait before retrying a 5xx and return True, or return False once attempts are spent
+        (or the error is not a 5xx)."""
+        if not 500 <= error.status < 600 or attempt + 1 >= SERVER_ERROR_ATTEMPTS:
+            return False
+        await self._wait(log, f"{what}, waiting before retrying", error, attempt,
+                         SERVER_ERROR_WAIT_INITIAL_SECONDS, SERVER_ERROR_WAIT_MAX_SECONDS)
+        return True
 
     async def _wait(
         self, log: Logger, msg: str, error: SalesforceError, attempt: int, initial: float, cap: float
@@ -342,15 +343,7 @@ class SalesforceSession:
                 _, error_body = unpack_http_error(err)
                 if 500 <= err.code < 600:
                     error = salesforce_error(err.code, error_body, url)
-                    if server_errors + 1 < SERVER_ERROR_ATTEMPTS:
-                        await self._wait(
-                            log,
-                            "Salesforce login server error, waiting before retrying",
-                            error,
-                            server_errors,
-                            SERVER_ERROR_WAIT_INITIAL_SECONDS,
-                            SERVER_ERROR_WAIT_MAX_SECONDS,
-                        )
+                    if await self._pause_after_server_error(log, "Salesforce login server error", error, server_errors):
                         server_errors += 1
                         continue
                     raise error from None
