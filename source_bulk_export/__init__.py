@@ -1,7 +1,5 @@
 """source-bulk-export: capture Salesforce through Bulk API 2.0 exports and REST queryAll deltas."""
 
-import asyncio
-import os
 from collections.abc import Awaitable, Callable
 
 from estuary_cdk.capture import (
@@ -15,31 +13,15 @@ from estuary_cdk.capture import (
 from estuary_cdk.flow import ConnectorSpec, ValidationError
 from estuary_cdk.logger import FlowLogger
 
-from .auth import SalesforceSession, Sleep
+from .auth import SalesforceSession
+from .exports import Exports
 from .jobs import BulkJobs
 from .models import ConnectorState, EndpointConfig, ResourceConfig
-from .resources import Exporters, all_resources
+from .resources import all_resources
 from .rest import RestQuery
+from .waits import Waits
 
 DOCUMENTATION_URL = "https://go.estuary.dev/source-bulk-export"
-
-# For tests and the demo only: every wait of the connector (job polls, backoffs, limit waits) is
-# multiplied by this, so a test that fails a job twice does not sit through minutes of backoff.
-# The schedules themselves are pinned by time-frozen unit tests.
-WAIT_SCALE_ENV = "SOURCE_BULK_EXPORT_WAIT_SCALE"
-
-
-def scaled_sleep() -> Sleep:
-    """asyncio.sleep, scaled by WAIT_SCALE_ENV when it is set."""
-    scale = float(os.environ.get(WAIT_SCALE_ENV, "1"))
-    if scale == 1:
-        return asyncio.sleep
-
-    async def sleep(seconds: float) -> None:
-        await asyncio.sleep(seconds * scale)
-
-    return sleep
-
 
 class Connector(BaseCaptureConnector[EndpointConfig, ResourceConfig, ConnectorState]):
     """The Flow capture connector. One `SalesforceSession` per process, shared by every request
@@ -48,7 +30,7 @@ class Connector(BaseCaptureConnector[EndpointConfig, ResourceConfig, ConnectorSt
 
     def __init__(self) -> None:
         super().__init__()
-        self._sessions: dict[str, tuple[SalesforceSession, Exporters]] = {}
+        self._sessions: dict[str, tuple[SalesforceSession, Exports]] = {}
 
     def request_class(self) -> type[Request[EndpointConfig, ResourceConfig, ConnectorState]]:
         return Request[EndpointConfig, ResourceConfig, ConnectorState]
@@ -90,7 +72,7 @@ class Connector(BaseCaptureConnector[EndpointConfig, ResourceConfig, ConnectorSt
         resources, _ = await all_resources(log, *self.salesforce(config), config, only=bound)
         return common.open(open, common.resolve_bindings(open.capture.bindings, resources))
 
-    def salesforce(self, config: EndpointConfig) -> tuple[SalesforceSession, Exporters]:
+    def salesforce(self, config: EndpointConfig) -> tuple[SalesforceSession, Exports]:
         """The process's session for `config`, and the exporters built on it, created on first use.
 
         Creating it also sets the CDK rate limiter's delay to 0. The limiter starts by sleeping
@@ -102,10 +84,10 @@ class Connector(BaseCaptureConnector[EndpointConfig, ResourceConfig, ConnectorSt
         key = f"{config.credentials.model_dump_json()} {config.login_url} {config.advanced.api_version}"
         if key not in self._sessions:
             self.rate_limiter.delay = 0.0
-            sleep = scaled_sleep()
+            waits = Waits.from_environment()
             session = SalesforceSession(
-                self, config.credentials, config.login_url, config.advanced.api_version, sleep=sleep
+                self, config.credentials, config.login_url, config.advanced.api_version, sleep=waits.sleep
             )
-            bulk = BulkJobs(session, config.advanced.max_concurrent_jobs, sleep=sleep)
-            self._sessions[key] = (session, Exporters(bulk, RestQuery(session)))
+            bulk = BulkJobs(session, config.advanced.max_concurrent_jobs, waits)
+            self._sessions[key] = (session, Exports(bulk, RestQuery(session), waits))
         return self._sessions[key]

@@ -1,7 +1,8 @@
 """Fetch functions: how each binding's rows leave Salesforce and become documents.
 
-`resources.py` binds these with `functools.partial` over narrow arguments; the CDK appends
-`log` and the cursor arguments. Every HTTP call happens inside `BulkJobs` or `RestQuery`.
+`resources.py` binds these with `functools.partial` over narrow arguments; the CDK appends `log`
+and the cursor arguments. Each one loads its state, lets exports.py / changes.py advance it, and
+yields; every HTTP call happens inside `BulkJobs` or `RestQuery`.
 
 Time line of one incremental object (`cf` is its cursor field, a whole-second timestamp):
 
@@ -13,43 +14,33 @@ Time line of one incremental object (`cf` is its cursor field, a whole-second ti
 The backfill covers `start_date <= cf <= cutoff` (`start_date` only when configured); the delta
 stream starts strictly after `cutoff`. `cutoff` is `floor(now) - lag` when the binding is
 initialised (resources.py), so neither side ever reads the newest `lag` of history.
+
+While a backfill job is in flight or its pages are being read, the horizon is also held at or below
+`job created - lag` (exports.py), so no newer version of a row lands before the job's older one:
+
+    ...( delta windows ]( held: rows the running backfill job may hold older versions of )....
+                       ^ min(floor(now) - lag, job created - lag)
 """
 
 from collections.abc import AsyncGenerator
-from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from logging import Logger
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote_plus
 
 from estuary_cdk.capture.common import LogCursor, PageCursor, make_cursor_dict
 
+from .changes import read_changes
+from .checkpoints import Binding
+from .exports import Exports, floor_to_second
 from .fields import KEY_FIELD, Document, ObjectPlan
-from .job_errors import BulkUnsupportedError, JobTooLargeError
-from .jobs import BulkJobs
-from .models import JobInfo, JobState, SalesforceRecord
-from .rest import BATCH_SIZE, RestQuery
-
-# A backfill slice that timed out or was too large is halved, down to this many rows. A job this
-# small that still times out is failing for a reason other than its size (an expensive formula,
-# a sharing computation), so splitting further would only spend the daily job allocation.
-MIN_SLICE_ROWS = 1_000
-
-# The delta stream checkpoints at the first whole-second boundary after this many documents,
-# so a window of a million changes is many small units of work, not one.
-DELTA_CHECKPOINT_ROWS = 10_000
-
-# One fetch_changes call returns (at a second boundary) after this many documents; the CDK calls
-# again at once while the cursor is behind. The CDK never interrupts a running call, so short
-# calls keep a graceful stop prompt.
-DELTA_ROWS_PER_CALL = 200_000
+from .models import SalesforceRecord
+from .states import BackfillState, Complete, ReadingRest, Slice, ToSubmit, decode, encode
 
 # Salesforce refuses a request whose URI passes 16,384 bytes (414), and a REST query travels in
 # its URI; a Bulk job's query travels in the request body. This leaves room for the host, the
 # path and the other parameters.
 MAX_REST_QUERY_BYTES = 15_000
-
-Operation = Literal["query", "queryAll"]
 
 
 def fits_in_a_rest_url(soql: str) -> bool:
@@ -69,15 +60,6 @@ def soql_string(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def parse_datetime(value: str) -> datetime:
-    """A document's datetime value (`YYYY-MM-DDTHH:MM:SS.sssZ`) as an aware datetime."""
-    return datetime.fromisoformat(value)
-
-
-def floor_to_second(moment: datetime) -> datetime:
-    return moment.replace(microsecond=0)
-
-
 def delta_horizon(now: datetime, lag: timedelta) -> datetime:
     """The newest instant the delta stream reads: `floor(now) - lag`.
 
@@ -87,181 +69,15 @@ def delta_horizon(now: datetime, lag: timedelta) -> datetime:
     return floor_to_second(now) - lag
 
 
-# --- backfill ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BackfillCursor:
-    """Where a backfill stands; checkpointed as the CDK's page cursor (a merge-patched dict).
-
-    `last_id` is a value watermark: every row with `Id <= last_id` (in the cutoff window) has been
-    emitted, and deletions cannot shift it. `job_id` is the current slice's Bulk job from the
-    moment it is created: with `rows_before` None it may still be running (a restart waits for
-    it rather than submitting the slice again); with `rows_before` set it is complete and being
-    read, `locator` naming the next result page (None: the first) and `rows_before` counting the
-    rows of its earlier pages, to reconcile the job's total. A restart resumes that job while
-    Salesforce still has it. `slice_rows` is the slice size after any splits, `via_rest` records
-    that the Bulk API refused the object, and `complete` that nothing is left to read.
-    """
-
-    slice_rows: int
-    last_id: str | None = None
-    job_id: str | None = None
-    locator: str | None = None
-    rows_before: int | None = None
-    via_rest: bool = False
-    complete: bool = False
-
-    @classmethod
-    def load(cls, page: PageCursor, default_slice_rows: int) -> "BackfillCursor":
-        if page is None:
-            return cls(slice_rows=default_slice_rows)
-        if not isinstance(page, dict):
-            raise TypeError(f"backfill cursor {page!r} is not a dict: was the state written by another connector?")
-        return cls(**{"slice_rows": default_slice_rows, **page})
-
-    def checkpoint(self) -> dict[str, Any]:
-        # Every key is always present (None clears it under the CDK's merge patch).
-        return make_cursor_dict(asdict(self))
-
-    def between_slices(self, last_id: str | None) -> "BackfillCursor":
-        return replace(self, last_id=last_id, job_id=None, locator=None, rows_before=None)
-
-
-def backfill_soql(plan: ObjectPlan, cutoff: datetime, start_date: datetime | None, last_id: str | None,
-                  limit: int) -> str:
-    """One Id keyset slice: the next `limit` rows after `last_id` with `start_date <= cf <= cutoff`."""
+def backfill_soql(plan: ObjectPlan, cutoff: datetime, start_date: datetime | None, part: Slice) -> str:
+    """One Id keyset slice: the next `part.rows` rows after `part.after_id` with `start_date <= cf <= cutoff`."""
     assert plan.cursor_field is not None
     conditions = [f"{plan.cursor_field} <= {soql_datetime(cutoff)}"]
     if start_date is not None:
         conditions.append(f"{plan.cursor_field} >= {soql_datetime(floor_to_second(start_date))}")
-    if last_id is not None:
-        conditions.append(f"{KEY_FIELD} > {soql_string(last_id)}")
-    return f"{plan.soql_select()} WHERE {' AND '.join(conditions)} ORDER BY {KEY_FIELD} LIMIT {limit}"
-
-
-async def backfill_object(
-    bulk: BulkJobs,
-    rest: RestQuery,
-    plan: ObjectPlan,
-    start_date: datetime | None,
-    slice_rows: int,
-    log: Logger,
-    page: PageCursor,
-    cutoff: LogCursor,
-) -> AsyncGenerator[Document | PageCursor, None]:
-    """Backfill `plan`'s object: every row with `start_date <= cf <= cutoff`, in Id order.
-
-    One call does one unit and checkpoints it: runs a slice's Bulk job (checkpointing its id as
-    soon as it exists, then reading its first page), or reads one further result page. A restart
-    therefore repeats at most one page and never re-submits a job Salesforce still has. The
-    backfill is complete when a call returns without a trailing cursor.
-    """
-    assert isinstance(cutoff, datetime)
-    cursor = BackfillCursor.load(page, slice_rows)
-
-    if cursor.complete:
-        return
-    if cursor.via_rest or plan.bulk_supported is False:
-        async for item in _backfill_rest_page(rest, plan, start_date, cutoff, cursor, log):
-            yield item
-        return
-
-    if cursor.rows_before is None:
-        soql = backfill_soql(plan, cutoff, start_date, cursor.last_id, cursor.slice_rows)
-        try:
-            async for job in bulk.run_steps(log, soql, "query", plan.name, resume=cursor.job_id):
-                if job.state != JobState.JOB_COMPLETE:  # just created: remember it before waiting
-                    yield replace(cursor, job_id=job.id).checkpoint()
-        except JobTooLargeError as err:
-            if cursor.slice_rows <= MIN_SLICE_ROWS:
-                raise
-            smaller = max(MIN_SLICE_ROWS, cursor.slice_rows // 2)
-            log.warning("backfill slice was too large for one job; splitting it",
-                        {**err.log_fields(), "slice_rows": cursor.slice_rows, "new_slice_rows": smaller})
-            yield replace(cursor.between_slices(cursor.last_id), slice_rows=smaller).checkpoint()
-            return
-        except BulkUnsupportedError as err:
-            log.warning("the Bulk API cannot export this object; backfilling it through REST",
-                        {**err.log_fields()})
-            plan.bulk_supported = False
-            yield replace(cursor.between_slices(cursor.last_id), via_rest=True).checkpoint()
-            return
-        plan.bulk_supported = True
-        if job.numberRecordsProcessed == 0:
-            await bulk.delete(log, job.id)
-            yield replace(cursor.between_slices(cursor.last_id), complete=True).checkpoint()
-            return
-        cursor = replace(cursor, job_id=job.id, locator=None, rows_before=0)
-        yield cursor.checkpoint()
-    else:
-        assert cursor.job_id is not None
-        resumed = await bulk.get(log, cursor.job_id)
-        if resumed is None or resumed.state != JobState.JOB_COMPLETE:
-            log.info("backfill job is gone; re-submitting its slice from the last Id",
-                     {"object": plan.name, "job_id": cursor.job_id, "last_id": cursor.last_id})
-            yield cursor.between_slices(cursor.last_id).checkpoint()
-            return
-        job = resumed
-
-    result = await bulk.page(log, job, plan.csv_transform(), cursor.locator, rows_before=cursor.rows_before)
-    last_id = cursor.last_id
-    async for doc in result.rows:
-        last_id = doc[KEY_FIELD]
-        yield doc
-
-    if result.next_locator is not None:
-        yield replace(cursor, last_id=last_id, locator=result.next_locator, rows_before=result.rows_after).checkpoint()
-        return
-
-    await bulk.delete(log, job.id)
-    if job.numberRecordsProcessed < cursor.slice_rows:
-        return  # A short slice is the last one: ending on a document completes the backfill.
-    yield cursor.between_slices(last_id).checkpoint()
-
-
-async def _backfill_rest_page(rest: RestQuery, plan: ObjectPlan, start_date: datetime | None, cutoff: datetime,
-                              cursor: BackfillCursor, log: Logger) -> AsyncGenerator[Document | PageCursor, None]:
-    """One REST page of the same keyset walk, for objects the Bulk API refuses."""
-    soql = backfill_soql(plan, cutoff, start_date, cursor.last_id, BATCH_SIZE)
-    last_id = cursor.last_id
-    count = 0
-    async for doc in rest.query(log, soql, plan.json_transform(), include_deleted=False):
-        last_id = doc[KEY_FIELD]
-        count += 1
-        yield doc
-    if count == BATCH_SIZE:
-        yield replace(cursor.between_slices(last_id), via_rest=True).checkpoint()
-
-
-# --- snapshots ---------------------------------------------------------------------------------
-
-
-async def snapshot_object(bulk: BulkJobs, rest: RestQuery, plan: ObjectPlan,
-                          log: Logger) -> AsyncGenerator[SalesforceRecord, None]:
-    """Every live row of an object that has no cursor field, in Id order.
-
-    The order is stable, so the CDK's digest of an unchanged object does not churn, and its
-    deletions are inferred from rows that stop appearing.
-    """
-    soql = f"{plan.soql_select()} ORDER BY {KEY_FIELD}"
-    if plan.bulk_supported is not False:
-        try:
-            job = await bulk.run(log, soql, "query", plan.name)
-        except BulkUnsupportedError as err:
-            log.warning("the Bulk API cannot export this object; reading it through REST", {**err.log_fields()})
-            plan.bulk_supported = False
-        else:
-            plan.bulk_supported = True
-            async for doc in _job_documents(bulk, plan, job, log):
-                yield SalesforceRecord.model_validate(doc)
-            await bulk.delete(log, job.id)
-            return
-    async for doc in rest.query(log, soql, plan.json_transform(), include_deleted=False):
-        yield SalesforceRecord.model_validate(doc)
-
-
-# --- the delta stream ----------------------------------------------------------------------------
+    if part.after_id is not None:
+        conditions.append(f"{KEY_FIELD} > {soql_string(part.after_id)}")
+    return f"{plan.soql_select()} WHERE {' AND '.join(conditions)} ORDER BY {KEY_FIELD} LIMIT {part.rows}"
 
 
 def changes_soql(plan: ObjectPlan, after: datetime, through: datetime) -> str:
@@ -272,149 +88,101 @@ def changes_soql(plan: ObjectPlan, after: datetime, through: datetime) -> str:
             f" ORDER BY {cf}, {KEY_FIELD}")
 
 
-async def fetch_changes(
-    bulk: BulkJobs,
-    rest: RestQuery,
-    plan: ObjectPlan,
-    lag: timedelta,
-    bulk_threshold: int,
-    log: Logger,
-    cursor: LogCursor,
-) -> AsyncGenerator[Document | LogCursor, None]:
+def snapshot_soql(plan: ObjectPlan) -> str:
+    # Salesforce guarantees no order without ORDER BY, and a pass in another order would look changed.
+    return f"{plan.soql_select()} ORDER BY {KEY_FIELD}"
+
+
+# --- backfill ------------------------------------------------------------------------------------
+
+
+def load_backfill(page: PageCursor, slice_rows: int) -> BackfillState:
+    """The backfill state a page cursor holds (None: a backfill that has not started)."""
+    if page is None:
+        return ToSubmit(Slice(None, slice_rows))
+    if not isinstance(page, dict):
+        raise TypeError(f"backfill cursor {page!r} is not a dict: was the state written by another connector?")
+    if "phase" not in page:
+        return _from_first_release(page, slice_rows)
+    state = decode(page)
+    if isinstance(state, ReadingRest | Complete) or isinstance(state.unit, Slice):
+        return state
+    raise TypeError(f"backfill cursor {page!r} is not a backfill's state")
+
+
+def _from_first_release(page: dict[str, Any], slice_rows: int) -> BackfillState:
+    """A backfill cursor written by version 0.1 (`last_id`, `job_id`, `via_rest`, `complete`, ...): go on
+    from its Id watermark. Its job, if any, is exported again: that release did not record enough of
+    it to resume."""
+    if page.get("complete"):
+        return Complete()
+    if page.get("via_rest"):
+        return ReadingRest(page.get("last_id"))
+    return ToSubmit(Slice(page.get("last_id"), page.get("slice_rows") or slice_rows))
+
+
+def backfill_cursor(state: BackfillState) -> dict[str, Any]:
+    return make_cursor_dict(encode(state))
+
+
+async def backfill_object(exports: Exports, plan: ObjectPlan, binding: Binding, start_date: datetime | None,
+                          slice_rows: int, lag: timedelta, log: Logger, page: PageCursor,
+                          cutoff: LogCursor) -> AsyncGenerator[Document | PageCursor, None]:
+    """Backfill `plan`'s object: every row with `start_date <= cf <= cutoff`, in Id order.
+
+    Each call advances the checkpointed state (states.py) by one unit of work: a slice's job created
+    and waited for, one result page, one REST page, or a backoff waited out. The backfill is complete
+    when a call returns without a trailing cursor.
+    """
+    assert isinstance(cutoff, datetime)
+
+    def select(part: Slice) -> str:
+        return backfill_soql(plan, cutoff, start_date, part)
+
+    async for item in exports.backfill(log, plan, binding, load_backfill(page, slice_rows), select, lag):
+        # Documents are dicts; everything else is a state, checkpointed as the page cursor.
+        yield item if isinstance(item, dict) else backfill_cursor(item)
+
+
+# --- snapshots -----------------------------------------------------------------------------------
+
+
+async def snapshot_object(exports: Exports, plan: ObjectPlan, binding: Binding, threshold: int,
+                          log: Logger) -> AsyncGenerator[SalesforceRecord, None]:
+    """Every live row of an object that has no cursor field, in Id order.
+
+    The order is stable, so the CDK's digest of an unchanged object does not churn, and its
+    deletions are inferred from rows that stop appearing.
+    """
+    soql = snapshot_soql(plan)
+    async for doc in exports.snapshot(log, plan, binding, soql, fits_in_a_rest_url(soql), threshold):
+        yield SalesforceRecord.model_validate(doc)
+
+
+# --- the delta stream ----------------------------------------------------------------------------
+
+
+async def fetch_changes(exports: Exports, plan: ObjectPlan, binding: Binding, lag: timedelta, bulk_threshold: int,
+                        log: Logger, cursor: LogCursor) -> AsyncGenerator[Document | LogCursor, None]:
     """Every change with `cursor < cf <= horizon`, deletions as `_meta.op = "d"` documents.
 
         cursor (exclusive)                                  horizon (inclusive)
             (--------------------- one window -------------------]
               ^ checkpoint at whole seconds that were fully emitted
 
-    `horizon = floor(now) - lag` (see `delta_horizon`). Rows come in (cf, Id) order from one
-    REST queryAll (a query's pages follow one server-side cursor, so many rows sharing one second
-    never make it loop) or, when the window holds more than `bulk_threshold` rows, from Bulk
-    queryAll jobs over sub-windows (as are all windows of an object whose query is too long for a
-    REST URL). A LogCursor `t` is yielded only once every row with
-    `cf <= t` has been emitted; the last one is `horizon`. Nothing is yielded for a window that
-    has not opened yet.
+    `horizon = min(floor(now) - lag, the backfill's hold)`. A window larger than `bulk_threshold`
+    rows (or too wide for a REST URL) is exported by checkpointed Bulk queryAll jobs (changes.py).
+    A LogCursor `t` is yielded only once every row with `cf <= t` has been emitted; the last one is
+    `horizon`. Nothing is yielded for a window that has not opened yet.
     """
     assert isinstance(cursor, datetime)
-    horizon = delta_horizon(datetime.now(tz=UTC), lag)
-    if horizon <= cursor:
-        return
+    horizon = delta_horizon(exports.waits.now(), lag)
+    if binding.hold is not None:
+        horizon = min(horizon, binding.hold)
 
-    soql = changes_soql(plan, cursor, horizon)
-    if not fits_in_a_rest_url(soql) and plan.bulk_supported is not False:
-        log.info("the object has too many fields for a REST query URL; reading its changes through Bulk queryAll",
-                 {"object": plan.name, "fields": len(plan.fields), "after": cursor, "through": horizon})
-        async for item in _changes_via_bulk(bulk, rest, plan, cursor, horizon, bulk_threshold, bulk_threshold, log):
-            yield item
-        return
+    def select(after: datetime, through: datetime) -> str:
+        return changes_soql(plan, after, through)
 
-    result = await rest.open(log, soql, plan.json_transform(), include_deleted=True)
-    if result.total_size > bulk_threshold and plan.bulk_supported is not False:
-        await result.records.aclose()
-        log.info("delta window is large; exporting it through Bulk queryAll",
-                 {"object": plan.name, "rows": result.total_size, "after": cursor, "through": horizon})
-        async for item in _changes_via_bulk(bulk, rest, plan, cursor, horizon, result.total_size, bulk_threshold, log):
-            yield item
-        return
-
-    async for item in _checkpointed(result.records, plan, horizon, _CallBudget()):
+    async for item in read_changes(exports, log, plan, binding, cursor, horizon, bulk_threshold, select,
+                                   fits_in_a_rest_url):
         yield item
-
-
-@dataclass(slots=True)
-class _CallBudget:
-    """Documents one fetch_changes call may still emit before it returns at a second boundary."""
-
-    remaining: int = DELTA_ROWS_PER_CALL
-    exhausted: bool = False
-
-
-async def _checkpointed(docs: AsyncGenerator[Document, None], plan: ObjectPlan, through: datetime,
-                        budget: _CallBudget) -> AsyncGenerator[Document | LogCursor, None]:
-    """Documents in (cf, Id) order, with a LogCursor at each whole second fully emitted once
-    DELTA_CHECKPOINT_ROWS documents have passed, then `through` at the end.
-
-    When `budget` runs out it stops at the next second boundary after a cursor, and marks the
-    budget exhausted instead of yielding `through`.
-    """
-    assert plan.cursor_field is not None
-    cf = plan.cursor_field
-    current: str | None = None  # cf of the last emitted document
-    since_checkpoint = 0
-    try:
-        async for doc in docs:
-            stamp = doc[cf]
-            if current is not None and stamp != current:
-                # Every row with cf <= current has been emitted: ORDER BY cf puts them all first.
-                if budget.remaining <= 0:
-                    budget.exhausted = True
-                    yield parse_datetime(current)
-                    return
-                if since_checkpoint >= DELTA_CHECKPOINT_ROWS:
-                    yield parse_datetime(current)
-                    since_checkpoint = 0
-            current = stamp
-            since_checkpoint += 1
-            budget.remaining -= 1
-            yield doc
-    finally:
-        await docs.aclose()
-    yield through
-
-
-def _whole_seconds(span: timedelta) -> timedelta:
-    return timedelta(seconds=int(span.total_seconds()))
-
-
-def split_window(after: datetime, through: datetime, parts: int) -> list[tuple[datetime, datetime]]:
-    """`(after, through]` as consecutive sub-windows `(a, b]` of whole seconds, about `parts` of them."""
-    step = max(timedelta(seconds=1), _whole_seconds((through - after) / parts))
-    windows = []
-    lower = after
-    while lower < through:
-        upper = min(through, lower + step)
-        windows.append((lower, upper))
-        lower = upper
-    return windows
-
-
-async def _changes_via_bulk(bulk: BulkJobs, rest: RestQuery, plan: ObjectPlan, after: datetime, through: datetime,
-                            total: int, threshold: int, log: Logger) -> AsyncGenerator[Document | LogCursor, None]:
-    """The window `(after, through]` through Bulk queryAll jobs, one per sub-window of about
-    `threshold` rows (split evenly in time, halved again when a job is too large). If the Bulk
-    API refuses the object, what is left of the window is read through REST."""
-    pending = split_window(after, through, max(1, -(-total // threshold)))
-    budget = _CallBudget()
-    while pending:
-        lower, upper = pending.pop(0)
-        try:
-            job = await bulk.run(log, changes_soql(plan, lower, upper), "queryAll", plan.name)
-        except JobTooLargeError:
-            if upper - lower <= timedelta(seconds=1):
-                raise
-            pending[:0] = split_window(lower, upper, 2)
-            continue
-        except BulkUnsupportedError as err:
-            # Only a refusal tells, and this process may not have seen one: the backfill that
-            # learned it can have ended in an earlier session. Everything up to `lower` is emitted.
-            log.warning("the Bulk API cannot export this object; reading the delta window through REST",
-                        {**err.log_fields(), "after": lower, "through": through})
-            plan.bulk_supported = False
-            result = await rest.open(log, changes_soql(plan, lower, through), plan.json_transform(),
-                                     include_deleted=True)
-            async for item in _checkpointed(result.records, plan, through, budget):
-                yield item
-            return
-
-        async for item in _checkpointed(_job_documents(bulk, plan, job, log), plan, upper, budget):
-            yield item
-        if budget.exhausted:
-            return  # The next call resumes after the last cursor.
-        await bulk.delete(log, job.id)
-
-
-async def _job_documents(bulk: BulkJobs, plan: ObjectPlan, job: JobInfo, log: Logger) -> AsyncGenerator[Document, None]:
-    """Every row of a completed job, page after page, as documents."""
-    async for result in bulk.results(log, job, plan.csv_transform()):
-        async for doc in result.rows:
-            yield doc

@@ -179,15 +179,13 @@ class ObjectPlan:
     """How one object is exported. Built from describe by `plan_object`.
 
     `fields` are in SELECT order, `Id` among them. `cursor_field` is None for objects with no
-    usable timestamp (captured as snapshots). `bulk_supported` is unknown (None) until a Bulk
-    job for the object has been tried; the job code records what it learns here.
+    usable timestamp (captured as snapshots).
     """
 
     name: str
     fields: tuple[FieldPlan, ...]
     cursor_field: str | None
     formula_fields: tuple[str, ...]
-    bulk_supported: bool | None = None
     _by_name: dict[str, FieldPlan] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

@@ -1,15 +1,18 @@
-"""Bulk API 2.0 query jobs: submit -> poll -> stream result pages.
+"""Bulk API 2.0 query jobs: submit -> poll -> stream result pages -> delete.
 
-`BulkJobs` owns a job's whole lifecycle; callers build the SOQL and turn rows into documents.
-A completed job's results are read one page at a time by locator, so a caller can checkpoint
-between pages and resume a job from its locator after a restart.
+`BulkJobs` owns a job from its creation to its deletion: a job that completes is deleted once its
+last page has been read, one that fails or is abandoned as soon as it is terminal, so no caller can
+leave one behind. Callers build the SOQL, turn rows into documents, and keep where a job stands in
+their checkpoint (states.py): this module keeps nothing about a job in memory between calls, so a
+restart can poll the same job, or read on from a locator, with nothing lost.
 """
 
 import asyncio
-import time
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
+from datetime import datetime
 from logging import Logger
 from typing import Any, Literal, cast
 
@@ -21,23 +24,19 @@ from estuary_cdk.incremental_csv_processor import (
     IncrementalCSVProcessor,
 )
 
-from .auth import BodyStream, SalesforceError, SalesforceSession, Sleep
+from .auth import BodyStream, SalesforceError, SalesforceSession
 from .job_errors import (
-    JobFailedError,
     JobNotFoundError,
     JobTimeoutError,
-    LimitExhaustedError,
     ResultReadError,
     RowCountMismatchError,
-    TransientJobError,
-    classify_job,
     classify_message,
 )
 from .models import TERMINAL_JOB_STATES, JobInfo, JobState
+from .waits import Waits
 
 type Operation = Literal["query", "queryAll"]
 type RowTransform[R] = Callable[[dict[str, str]], R]
-type Clock = Callable[[], float]
 
 JOBS_PATH = "/jobs/query"
 
@@ -48,21 +47,13 @@ POLL_FIRST_S = 0.5
 # after it completes and costs at most 3 polls a minute of the org's daily API allocation (every
 # poll counts), which the org's other integrations share.
 POLL_MAX_S = 20.0
-# Overall wait for one job. Salesforce gives up on a query after 2 min of execution plus 30 min
-# of processing; two hours leaves room for queueing behind the org's other jobs. A job still
-# running then is stuck or far too large: it is aborted.
+# How long a job may take from its creation. Salesforce gives up on a query after 2 min of
+# execution plus 30 min of processing; two hours leaves room for queueing behind the org's other
+# jobs. A job still running then is stuck or far too large: it is aborted (and its unit split).
 WAIT_TIMEOUT_S = 2 * 60 * 60.0
-# Salesforce has already retried a job's chunks before it reports Failed, so a transient failure
-# is an incident lasting minutes: re-submit after 30, 60 and 120 s, then give up.
-TRANSIENT_ATTEMPTS = 4
-TRANSIENT_BACKOFF_FIRST_S = 30.0
-# Daily Bulk limits (10,000 jobs or 1 TB of results per rolling 24 h) free up as old jobs age
-# out of the window. Retry every 15 min; after 24 h the window has rolled over completely, so a
-# limit still exhausted is being consumed by someone else, and is reported.
-LIMIT_RETRY_S = 15 * 60.0
-LIMIT_MAX_WAIT_S = 24 * 60 * 60.0
-# Aborting an abandoned job is a courtesy to the org's query capacity; a stop must not hang on it.
-ABORT_TIMEOUT_S = 30.0
+# Aborting and deleting an abandoned job is a courtesy to the org's query capacity; a stop must
+# not hang on it.
+ABANDON_TIMEOUT_S = 30.0
 # Rows per result page. At ~500 bytes a row a page is ~25 MB of CSV (~5 MB gzip): few requests
 # (each counts against the daily allocation), and a restart re-reads at most one page.
 # Salesforce may return fewer rows when a page would be too big.
@@ -80,6 +71,11 @@ _READ_ERRORS = (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, Conne
                 CSVProcessingError)
 
 
+def created_at(job: JobInfo, fallback: datetime) -> datetime:
+    """Salesforce's createdDate of `job`, or `fallback` when the JobInfo has none."""
+    return datetime.fromisoformat(job.createdDate) if job.createdDate else fallback
+
+
 @dataclass(slots=True)
 class ResultPage[R]:
     """One page of a completed job's results.
@@ -88,8 +84,8 @@ class ResultPage[R]:
     broke off and the page was re-fetched: then the rows before the break come again (a duplicate
     is harmless under the collection key; a skipped row is not). It never yields a partial row.
     When `rows` ends without an error, all `expected_rows` were yielded and the caller may
-    checkpoint `next_locator` (None: this was the last page) and `rows_after`. When it raises,
-    checkpoint nothing from this page.
+    checkpoint `next_locator` (None: this was the last page, and the job has been deleted) and
+    `rows_after`. When it raises, checkpoint nothing from this page.
     """
 
     job: JobInfo
@@ -108,93 +104,29 @@ class ResultPage[R]:
 class BulkJobs:
     """Runs Bulk API 2.0 query jobs for every binding of one capture task.
 
-    At most `max_concurrent_jobs` jobs are between creation and a terminal state at once. The
-    slot covers only that span (the server-side work, which is what loads the org) and is taken
-    and given back inside `run`, so no caller can leak it. Reading results takes no slot: the CDK
-    calls a backfill once per page, and a slot held across calls (or across a restart) would leak
-    whenever a binding stops between pages, and deadlock bindings that each hold a finished job
-    while waiting for a slot. Backoffs between attempts hold no slot either.
+    At most `max_concurrent_jobs` jobs are between creation and a terminal state at once: callers
+    hold `slot()` from `submit` until `wait` returns (the server-side work, which is what loads the
+    org). Reading results takes no slot: the CDK calls a backfill once per page, and a slot held
+    across calls (or across a restart) would leak whenever a binding stops between pages. Backoffs
+    between attempts hold no slot either.
 
-    Time goes through `sleep` and `clock` (monotonic seconds), so tests can freeze it.
+    Time goes through `waits`, so tests can freeze it and a graceful stop cuts polling short.
     """
 
-    def __init__(self, session: SalesforceSession, max_concurrent_jobs: int, *, sleep: Sleep = asyncio.sleep,
-                 clock: Clock = time.monotonic, wait_timeout_s: float = WAIT_TIMEOUT_S,
+    def __init__(self, session: SalesforceSession, max_concurrent_jobs: int, waits: Waits, *,
                  max_records: int = MAX_RECORDS) -> None:
         self._session = session
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
-        self._sleep = sleep
-        self._clock = clock
-        self._wait_timeout_s = wait_timeout_s
+        self._waits = waits
         self._max_records = max_records
 
-    async def run(self, log: Logger, soql: str, operation: Operation, object_name: str) -> JobInfo:
-        """Export `soql` as a job and return its JobInfo once it is JobComplete.
-
-        The same as the last JobInfo `run_steps` yields; see there.
-        """
-        last: JobInfo | None = None
-        async for step in self.run_steps(log, soql, operation, object_name):
-            last = step
-        assert last is not None and last.state == JobState.JOB_COMPLETE
-        return last
-
-    async def run_steps(self, log: Logger, soql: str, operation: Operation, object_name: str, *,
-                        resume: str | None = None) -> AsyncGenerator[JobInfo, None]:
-        """Export `soql` as a job: yields each job as it is created, then, last, the JobInfo of
-        the job that completed (state JobComplete).
-
-        A caller that checkpoints the created job's id can pass it back as `resume` after a
-        restart: that job is waited for instead of submitting a new one, unless Salesforce no
-        longer has it. Transient failures are re-submitted (TRANSIENT_ATTEMPTS in all) and
-        exhausted limits are waited out; neither is ever returned as a completed job. Raises
-        JobTooLargeError, BulkUnsupportedError, JobTimeoutError, JobFailedError,
-        LimitExhaustedError, and session errors (SalesforceError) unchanged. Cancelling the caller
-        aborts the job in flight. The concurrency slot is held across the yields of created jobs
-        (a checkpoint), never across the final one.
-        """
-        transient_failures = 0
-        limited_since: float | None = None
-        while True:
-            async with self._slots:
-                try:
-                    resumed = await self.get(log, resume) if resume is not None else None
-                    resume = None
-                    if resumed is None:
-                        job = await self.submit(log, soql, operation, object_name)
-                        yield job
-                    else:
-                        job = resumed
-                        log.info("resuming bulk job", {"job_id": job.id, "object": job.object, "state": job.state})
-                    job = await self.wait(log, job)
-                    error = classify_job(job)
-                except (TransientJobError, LimitExhaustedError) as refused:
-                    error = refused
-            if error is None:
-                yield job
-                return
-            if isinstance(error, TransientJobError):
-                transient_failures += 1
-                if transient_failures >= TRANSIENT_ATTEMPTS:
-                    raise JobFailedError(f"failed {transient_failures} times, last: {error.message}",
-                                         job_id=error.job_id, object=object_name, state=error.state) from error
-                delay = TRANSIENT_BACKOFF_FIRST_S * 2 ** (transient_failures - 1)
-            elif isinstance(error, LimitExhaustedError):
-                limited_since = self._clock() if limited_since is None else limited_since
-                if self._clock() - limited_since >= LIMIT_MAX_WAIT_S:
-                    raise error
-                delay = LIMIT_RETRY_S
-            else:
-                raise error
-            log.warning("bulk job will be re-submitted", {**error.log_fields(), "delay_s": delay})
-            await self._sleep(delay)
+    def slot(self) -> AbstractAsyncContextManager[Any]:
+        """One of the `max_concurrent_jobs` places for a job between creation and a terminal state."""
+        return self._slots
 
     async def submit(self, log: Logger, soql: str, operation: Operation, object_name: str) -> JobInfo:
-        """Create a job, taking no concurrency slot: use `run` unless you manage that yourself.
-
-        A refusal whose text classifies (unsupported object, limits) raises that BulkJobError;
-        any other refusal propagates as SalesforceError.
-        """
+        """Create a job. A refusal whose text classifies (unsupported object, limits) raises that
+        BulkJobError; any other refusal propagates as SalesforceError."""
         body = {"operation": operation, "query": soql, "contentType": "CSV", "columnDelimiter": "COMMA",
                 "lineEnding": "LF"}
         try:
@@ -204,55 +136,64 @@ class BulkJobs:
             if kind is None:
                 raise
             raise kind(err.message, job_id=None, object=object_name, state=None) from err
-        self._log_state(log, job, 0.0)
+        self._log_state(log, job)
         return job
 
-    async def wait(self, log: Logger, job: JobInfo, *, timeout_s: float | None = None) -> JobInfo:
-        """Poll `job` until it is JobComplete, Failed or Aborted, and return that JobInfo.
+    async def wait(self, log: Logger, job_id: str, object_name: str, *, created: datetime,
+                   waits: Waits | None = None) -> JobInfo | None:
+        """Poll the job until it is JobComplete, Failed or Aborted, and return that JobInfo.
 
-        Failed and Aborted are returned, not raised (`classify_job` names them). Polls come
-        POLL_FIRST_S apart, doubling to POLL_MAX_S. After `timeout_s` (default: the instance's)
-        the job is aborted and JobTimeoutError raised. If the wait ends any other way before a
-        terminal state (cancellation, an HTTP error), the job is aborted, best effort, and the
-        exception propagates unchanged.
+        A Failed or Aborted job has been deleted by then (`classify_job` says what it means); a
+        complete one is deleted once its last page is read. Returns None, the job left running,
+        when a graceful stop cuts the wait short: the caller's checkpoint still names the job.
+        Polls come POLL_FIRST_S apart, doubling to POLL_MAX_S. A job still running WAIT_TIMEOUT_S
+        after `created` is abandoned (aborted and deleted) and JobTimeoutError raised. A job
+        Salesforce no longer has raises JobNotFoundError. Any other error propagates and leaves
+        the job running, for the restart to poll. `waits` overrides the instance's (for a wait that
+        a stop must not cut short).
         """
-        started = self._clock()
-        deadline = started + (self._wait_timeout_s if timeout_s is None else timeout_s)
+        waits = waits or self._waits
         delay = POLL_FIRST_S
-        try:
-            while job.state not in TERMINAL_JOB_STATES:
-                remaining = deadline - self._clock()
-                if remaining <= 0:
-                    raise JobTimeoutError(f"still {job.state} after {self._clock() - started:.0f} s",
-                                          job_id=job.id, object=job.object, state=job.state)
-                await self._sleep(min(delay, remaining))
-                delay = min(delay * 2, POLL_MAX_S)
-                polled = await self.get(log, job.id)
-                if polled is None:
-                    raise JobNotFoundError("deleted while running", job_id=job.id, object=job.object, state=job.state)
-                if polled.state != job.state:
-                    self._log_state(log, polled, self._clock() - started)
-                job = polled
-        except BaseException:
-            await self._abandon(log, job)
-            raise
+        job = await self._get(log, job_id, object_name)
+        while job.state not in TERMINAL_JOB_STATES:
+            waited = (waits.now() - created).total_seconds()
+            if waited >= WAIT_TIMEOUT_S:
+                await self.abandon(log, job)
+                raise JobTimeoutError(f"still {job.state} {waited:.0f} s after its creation", job_id=job.id,
+                                      object=job.object, state=job.state)
+            if not await waits.pause(delay):
+                return None
+            delay = min(delay * 2, POLL_MAX_S)
+            polled = await self._get(log, job_id, object_name)
+            if polled.state != job.state:
+                self._log_state(log, polled)
+            job = polled
+        if job.state != JobState.JOB_COMPLETE:
+            await self._delete(log, job.id)
         return job
 
-    async def get(self, log: Logger, job_id: str) -> JobInfo | None:
-        """The job's current JobInfo, or None when Salesforce no longer has it (404)."""
+    async def abandon(self, log: Logger, job: JobInfo) -> None:
+        """Abort the job if it is still running, then delete it; best effort, never raises."""
+        log.warning("abandoning bulk job", {"job_id": job.id, "object": job.object, "state": job.state})
+        try:
+            async with asyncio.timeout(ABANDON_TIMEOUT_S):
+                if job.state not in TERMINAL_JOB_STATES:
+                    await self._session.request_model(log, f"{JOBS_PATH}/{job.id}", JobInfo, method="PATCH",
+                                                      json={"state": JobState.ABORTED.value})
+                await self._delete(log, job.id)
+        except Exception as err:  # best effort: whatever made the caller give up on the job matters more
+            log.warning("could not abort or delete bulk job", {"job_id": job.id, "error": str(err)})
+
+    async def _get(self, log: Logger, job_id: str, object_name: str) -> JobInfo:
         try:
             return await self._session.request_model(log, f"{JOBS_PATH}/{job_id}", JobInfo)
         except SalesforceError as err:
             if err.status == 404:
-                return None
+                raise JobNotFoundError("Salesforce no longer has the job", job_id=job_id, object=object_name,
+                                       state=None) from err
             raise
 
-    async def abort(self, log: Logger, job_id: str) -> None:
-        """Ask Salesforce to stop the job. Raises SalesforceError when it is already terminal."""
-        await self._session.request_model(log, f"{JOBS_PATH}/{job_id}", JobInfo, method="PATCH",
-                                          json={"state": JobState.ABORTED.value})
-
-    async def delete(self, log: Logger, job_id: str) -> None:
+    async def _delete(self, log: Logger, job_id: str) -> None:
         """Delete a terminal job and its results; a job that is already gone is not an error."""
         try:
             await self._session.request(log, f"{JOBS_PATH}/{job_id}", method="DELETE")
@@ -319,7 +260,7 @@ class BulkJobs:
                 log.warning("bulk result page will be re-fetched", {
                     "job_id": job.id, "object": job.object, "locator": page.locator, "rows_yielded": rows,
                     "attempt": attempt, "error": str(err)})
-                await self._sleep(PAGE_RETRY_FIRST_S * 2 ** (attempt - 1))
+                await self._waits.sleep(PAGE_RETRY_FIRST_S * 2 ** (attempt - 1))
                 attempt += 1
                 headers, body = await self._open(log, job, page.locator)
                 if (_next_locator(headers), _record_count(job, page.locator, headers)) != (
@@ -337,6 +278,7 @@ class BulkJobs:
                     job_id=job.id, object=job.object, locator=page.locator, expected=job.numberRecordsProcessed,
                     actual=total)
             log.info("bulk job results read", {"job_id": job.id, "object": job.object, "rows": total})
+            await self._delete(log, job.id)
         page.consumed = True
 
     async def _open(self, log: Logger, job: JobInfo, locator: str | None) -> tuple[Headers, BodyStream]:
@@ -382,19 +324,9 @@ class BulkJobs:
         finally:
             await chunks.aclose()
 
-    async def _abandon(self, log: Logger, job: JobInfo) -> None:
-        if job.state in TERMINAL_JOB_STATES:
-            return
-        log.warning("aborting abandoned bulk job", {"job_id": job.id, "object": job.object, "state": job.state})
-        try:
-            async with asyncio.timeout(ABORT_TIMEOUT_S):
-                await self.abort(log, job.id)
-        except Exception as err:  # best effort: the exception that abandoned the job is what matters
-            log.warning("could not abort bulk job", {"job_id": job.id, "error": str(err)})
-
-    def _log_state(self, log: Logger, job: JobInfo, elapsed_s: float) -> None:
+    def _log_state(self, log: Logger, job: JobInfo) -> None:
         log.info("bulk job state", {"job_id": job.id, "object": job.object, "state": job.state,
-                                    "rows": job.numberRecordsProcessed, "elapsed_s": round(elapsed_s, 1)})
+                                    "rows": job.numberRecordsProcessed})
 
 
 class _BodyPump:

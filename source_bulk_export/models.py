@@ -9,7 +9,7 @@ import ipaddress
 import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from estuary_cdk.capture import common
@@ -311,8 +311,26 @@ class ResourceConfig(ResourceConfigWithSchedule):
     )
 
 
-ResourceState = common.ResourceState
-ConnectorState = common.ConnectorState[common.ResourceState]
+class ResourceState(common.ResourceState):
+    """A binding's state: the CDK's own parts (`inc`, `backfill`, `snapshot`, ...), which its loops
+    checkpoint, and this connector's, which `checkpoints.BindingCheckpoints` writes.
+
+    The export states are `states.encode` objects: every key always present, so that a checkpoint,
+    a JSON merge patch, replaces the previous state instead of merging with it.
+    """
+
+    bulk_refused: str | None = Field(
+        default=None, description="Why the Bulk API refuses this object; it is read through REST from then on."
+    )
+    delta_export: dict[str, Any] | None = Field(
+        default=None, description="A change window being exported by Bulk jobs, where it stands."
+    )
+    snapshot_export: dict[str, Any] | None = Field(
+        default=None, description="The Bulk job of the snapshot in progress, where it stands."
+    )
+
+
+ConnectorState = common.ConnectorState[ResourceState]
 
 
 class SalesforceRecord(BaseDocument, extra="allow"):

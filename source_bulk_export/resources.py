@@ -22,8 +22,9 @@ from estuary_cdk.flow import CaptureBinding, ValidationError
 
 from . import api
 from .auth import SalesforceError, SalesforceSession
+from .checkpoints import Binding, Checkpoints
+from .exports import Exports, hold_for
 from .fields import ObjectPlan, UncapturableObject, plan_object
-from .jobs import BulkJobs
 from .models import (
     DEFAULT_INTERVAL,
     DescribeGlobal,
@@ -34,7 +35,6 @@ from .models import (
     SalesforceRecord,
     SObjectDescribe,
 )
-from .rest import RestQuery
 
 # Describes are short requests (they don't count against the org's 25 concurrent long-running
 # requests) but each costs one call of the daily allocation. Ten in flight describe ~1,600
@@ -81,13 +81,15 @@ DENIED_OBJECTS = frozenset(
     }
 )
 
-type SalesforceResource = common.Resource[SalesforceRecord, ResourceConfig, ResourceState]
+# The CDK types a resource's state as its own ResourceState; the states it hands to `open` are this
+# connector's subclass (models.ResourceState), since it parses them with this connector's ConnectorState.
+type SalesforceResource = common.Resource[SalesforceRecord, ResourceConfig, common.ResourceState]
 
 OpenBinding = Callable[
     [
         CaptureBinding[ResourceConfig],
         int,
-        ResourceState,
+        common.ResourceState,
         Task,
         list[tuple[CaptureBinding[ResourceConfig], SalesforceResource]],
     ],
@@ -207,45 +209,50 @@ async def discover_objects(
     return Discovery(plans=plans, skipped=skipped)
 
 
-@dataclass(frozen=True, slots=True)
-class Exporters:
-    """The ways out of Salesforce that every binding of one process shares."""
-
-    bulk: BulkJobs
-    rest: RestQuery
-
-
-def open_binding(plan: ObjectPlan, exporters: Exporters, config: EndpointConfig) -> OpenBinding:
-    """How a binding of `plan` captures: its fetch functions, bound to narrow arguments."""
-    bulk, rest = exporters.bulk, exporters.rest
+def open_binding(plan: ObjectPlan, exports: Exports, config: EndpointConfig, checkpoints: Checkpoints) -> OpenBinding:
+    """How a binding of `plan` captures: its fetch functions, bound to narrow arguments, and the
+    `Binding` they share (restored from the binding's state)."""
+    advanced = config.advanced
 
     def open(
         binding: CaptureBinding[ResourceConfig],
         index: int,
-        state: ResourceState,
+        state: common.ResourceState,
         task: Task,
         all_bindings: list[tuple[CaptureBinding[ResourceConfig], SalesforceResource]],
     ) -> None:
+        # The CDK parses every binding's state with this connector's ConnectorState.
+        assert isinstance(state, ResourceState)
+        exports.waits.stopping = task.stopping.event
+        checkpoints.binding_opened(task, len(all_bindings))
+        shared = Binding.restore(index, binding.stateKey, checkpoints, state)
+
         if plan.cursor_field is None:
             common.open_binding(
                 binding,
                 index,
                 state,
                 task,
-                fetch_snapshot=functools.partial(api.snapshot_object, bulk, rest, plan),
+                fetch_snapshot=functools.partial(
+                    api.snapshot_object, exports, plan, shared, advanced.bulk_delta_threshold
+                ),
                 tombstone=BaseDocument(_meta=BaseDocument.Meta(op="d")),
             )
             return
+        if isinstance(state.backfill, ResourceState.Backfill):
+            backfill = api.load_backfill(state.backfill.next_page, advanced.backfill_slice_rows)
+            shared.hold = hold_for(backfill, advanced.delta_lag)
         common.open_binding(
             binding,
             index,
             state,
             task,
             fetch_changes=functools.partial(
-                api.fetch_changes, bulk, rest, plan, config.advanced.delta_lag, config.advanced.bulk_delta_threshold
+                api.fetch_changes, exports, plan, shared, advanced.delta_lag, advanced.bulk_delta_threshold
             ),
             fetch_page=functools.partial(
-                api.backfill_object, bulk, rest, plan, config.start_date, config.advanced.backfill_slice_rows
+                api.backfill_object, exports, plan, shared, config.start_date, advanced.backfill_slice_rows,
+                advanced.delta_lag,
             ),
         )
 
@@ -260,6 +267,7 @@ def resource_for(plan: ObjectPlan, open_fn: OpenBinding, cutoff: datetime) -> Sa
             name=plan.name,
             model=schema,
             open=open_fn,
+            initial_state=ResourceState(),
             initial_config=ResourceConfig(name=plan.name, interval=SNAPSHOT_INTERVAL),
         )
 
@@ -286,7 +294,7 @@ def resource_for(plan: ObjectPlan, open_fn: OpenBinding, cutoff: datetime) -> Sa
 async def all_resources(
     log: Logger,
     session: SalesforceSession,
-    exporters: Exporters,
+    exports: Exports,
     config: EndpointConfig,
     only: Collection[str] | None = None,
     now: datetime | None = None,
@@ -298,5 +306,8 @@ async def all_resources(
     catalog = await connect(log, session, config)
     discovery = await discover_objects(log, session, catalog, only)
     cutoff = api.delta_horizon(now or datetime.now(tz=UTC), config.advanced.delta_lag)
-    resources = [resource_for(plan, open_binding(plan, exporters, config), cutoff) for plan in discovery.plans]
+    checkpoints = Checkpoints()  # one per request: an `open` shares it between its bindings
+    resources = [
+        resource_for(plan, open_binding(plan, exports, config, checkpoints), cutoff) for plan in discovery.plans
+    ]
     return resources, discovery

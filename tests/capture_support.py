@@ -4,6 +4,7 @@ rows as the documents a complete capture must hold."""
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from logging import Logger
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,9 @@ from typing import Any
 from estuary_cdk.http import HTTPMixin
 
 from source_bulk_export.auth import SalesforceSession
-from source_bulk_export.models import OAuthCredentials
+from source_bulk_export.jobs import BulkJobs, Operation
+from source_bulk_export.models import JobInfo, JobState, OAuthCredentials
+from source_bulk_export.waits import Waits
 from tests import flow_harness
 from tests.emulator import EmulatorServer
 
@@ -70,6 +73,24 @@ async def salesforce_session(emulator: EmulatorServer, log: Logger) -> AsyncIter
         yield SalesforceSession(http, credentials, emulator.url, "62.0")
     finally:
         await http._mixin_exit(log)
+
+
+async def no_sleep(seconds: float) -> None:
+    """The emulator's jobs complete on their next poll: waiting for real would only slow tests."""
+
+
+def bulk_jobs(session: SalesforceSession, max_jobs: int = 2, **kw: Any) -> BulkJobs:
+    """A BulkJobs that polls without waiting."""
+    return BulkJobs(session, max_jobs, Waits(sleep=no_sleep), **kw)
+
+
+async def completed_job(bulk: BulkJobs, log: Logger, soql: str, object_name: str,
+                        operation: Operation = "query") -> JobInfo:
+    """Submit `soql` and wait for its job, which must complete (tests that need retries use exports.py)."""
+    created = await bulk.submit(log, soql, operation, object_name)
+    job = await bulk.wait(log, created.id, object_name, created=datetime.now(tz=UTC))
+    assert job is not None and job.state == JobState.JOB_COMPLETE, job
+    return job
 
 
 def discovered_source(tmp_path: Path, emulator: EmulatorServer, objects: set[str] | None = None,

@@ -23,6 +23,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from pydantic import BaseModel
 
 from source_bulk_export.auth import SalesforceError
+from source_bulk_export.checkpoints import Binding, Checkpoints
+from source_bulk_export.models import ResourceState
 
 type Key = tuple[str, str, str | None]
 
@@ -199,3 +201,22 @@ def page_stream(
     if gzipped:
         body = gzip.compress(body)
     return Stream(headers, [body[i : i + chunk] for i in range(0, len(body), chunk)], error)
+
+
+class RecordedCheckpoints(Checkpoints):
+    """Keeps the state patches a binding saves (as they would be serialised) instead of writing them
+    to a capture Task; documents saved with them are kept too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.patches: list[dict[str, Any]] = []
+        self.documents: list[Any] = []
+
+    async def write(self, state_key: str, patch: ResourceState, documents: Sequence[tuple[int, Any]] = ()) -> None:
+        self.patches.append(patch.model_dump(exclude_unset=True))
+        self.documents.extend(document for _, document in documents)
+
+
+def binding(state_key: str = "Account") -> Binding:
+    """A binding whose saves are recorded (RecordedCheckpoints)."""
+    return Binding(index=0, state_key=state_key, checkpoints=RecordedCheckpoints())

@@ -279,14 +279,16 @@ def test_a_window_over_the_threshold_is_exported_by_bulk_queryall_as_rest_would_
 
 def test_a_large_window_on_an_object_the_bulk_api_rejects_is_read_through_rest(
         catalog: flow_harness.FlowSource) -> None:
-    """CaseStatus is refused by Bulk. A later session (a new process, which has not seen that
-    refusal) finds a window over the threshold: it must read it through REST, not fail on every
-    restart."""
+    """CaseStatus is refused by Bulk. A session whose state does not record that refusal finds a
+    window over the threshold: it tries Bulk once, reads the window through REST, and records the
+    refusal, so that the next large window goes to REST without trying Bulk again."""
     org = Org(OrgConfig(rows=5))
     with EmulatorServer(org) as emulator:
         source = rebound_source(catalog, emulator, objects={"CaseStatus"}, resource=POLL, delta_lag="PT2S",
                                 bulk_delta_threshold=2_000)
         first = run(rebound_source(source, resource=NO_POLL), flow_harness.backfills_complete)
+        assert first.state["bindingStateV1"]["CaseStatus"]["bulk_refused"]  # the backfill learned it
+        del first.state["bindingStateV1"]["CaseStatus"]["bulk_refused"]
         changed_at = cursor_of(first.state, "CaseStatus") + timedelta(seconds=1)
         seeded = live_ids(org, "CaseStatus")
         burst = org.burst("CaseStatus", 2_001, changed_at)
@@ -294,10 +296,18 @@ def test_a_large_window_on_an_object_the_bulk_api_rejects_is_read_through_rest(
 
         emulator.reset_counters()
         second = run(source, cursors_reach(["CaseStatus"], changed_at), first.state)
-        assert emulator.counters.requests["job_create"] >= 1 and emulator.counters.jobs_created == []  # tried, refused
+        assert emulator.counters.requests["job_create"] == 1 and emulator.counters.jobs_created == []  # refused
         assert any("reading the delta window through REST" in str(log.get("msg")) for log in second.logs)
         assert ids_of(second, "CaseStatus") == Counter([*burst, seeded[0]])
-        assert captured_rows(combined(first, second), "CaseStatus") == expected_rows(emulator, "CaseStatus")
+        assert second.state["bindingStateV1"]["CaseStatus"]["bulk_refused"]
+
+        again_at = cursor_of(second.state, "CaseStatus") + timedelta(seconds=1)
+        later = org.burst("CaseStatus", 2_001, again_at)
+        emulator.reset_counters()
+        third = run(source, cursors_reach(["CaseStatus"], again_at), second.state)
+        assert emulator.counters.requests["job_create"] == 0
+        assert ids_of(third, "CaseStatus") == Counter(later)
+        assert captured_rows(combined(first, second, third), "CaseStatus") == expected_rows(emulator, "CaseStatus")
 
 
 # --- 3. a snapshot of delta documents ---------------------------------------------------------------

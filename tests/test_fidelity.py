@@ -25,7 +25,7 @@ from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.models import EndpointConfig
 from source_bulk_export.resources import connect, discover_objects
 from source_bulk_export.rest import RestQuery
-from tests.capture_support import emulator_config, salesforce_session
+from tests.capture_support import bulk_jobs, completed_job, emulator_config, salesforce_session
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
 LOG = logging.getLogger("test_fidelity")
@@ -52,10 +52,6 @@ EDGE_OPPORTUNITIES = (
     {"Amount": 1e15, "Probability": 12.5, "TotalOpportunityQuantity": 123456789.125, "NextStep": ",,,"},
 )
 EDGE_ACCOUNTS = ({"NumberOfEmployees": 0}, {"NumberOfEmployees": 2**31 - 1}, {"NumberOfEmployees": -1})
-
-
-async def no_sleep(seconds: float) -> None:
-    """Emulator jobs complete on the next poll; waiting for real would only slow the tests."""
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +91,10 @@ async def discovered_plans(emu: EmulatorServer, session: SalesforceSession) -> l
 
 
 async def via_bulk(bulk: BulkJobs, plan: ObjectPlan, soql: str, operation: str = "query") -> list[Document]:
-    job = await bulk.run(LOG, soql, operation, plan.name)  # type: ignore[arg-type]
+    job = await completed_job(bulk, LOG, soql, plan.name, operation)  # type: ignore[arg-type]
     docs: list[Document] = []
     async for page in bulk.results(LOG, job, plan.csv_transform()):
         docs.extend([doc async for doc in page.rows])
-    await bulk.delete(LOG, job.id)
     return docs
 
 
@@ -109,10 +104,9 @@ async def via_rest(rest: RestQuery, plan: ObjectPlan, soql: str, include_deleted
 
 async def null_cells_on_the_wire(session: SalesforceSession) -> str:
     """How a raw Bulk result page writes UserRole's null ParentRoleId cells: "" or '""'."""
-    bulk = BulkJobs(session, 1, sleep=no_sleep)
-    job = await bulk.run(LOG, "SELECT Id, ParentRoleId FROM UserRole WHERE ParentRoleId = NULL", "query", "UserRole")
+    job = await completed_job(bulk_jobs(session), LOG, "SELECT Id, ParentRoleId FROM UserRole WHERE ParentRoleId = NULL",
+                              "UserRole")
     body = (await session.request(LOG, f"/jobs/query/{job.id}/results", headers={"Accept": "text/csv"})).decode()
-    await bulk.delete(LOG, job.id)
     cells = {match[1] for match in re.finditer(r",([^,\n]*)\n", body.split("\n", 1)[1])}
     assert len(cells) == 1 and job.numberRecordsProcessed > 0, body
     return cells.pop()
@@ -140,7 +134,7 @@ def first_difference(left: list[Document], right: list[Document]) -> str:
 
 async def both_paths(emu: EmulatorServer, session: SalesforceSession) -> dict[str, tuple[list[Document], ...]]:
     """Every discovered object read both ways ({name: (bulk, rest)}), Bulk-rejected ones skipped."""
-    bulk = BulkJobs(session, 2, sleep=no_sleep, max_records=PAGE_ROWS)
+    bulk = bulk_jobs(session, max_records=PAGE_ROWS)
     rest = RestQuery(session)
     read: dict[str, tuple[list[Document], ...]] = {}
     rejected: set[str] = set()
@@ -217,7 +211,7 @@ async def test_a_soft_deleted_row_is_the_same_deletion_on_both_paths(
     (plan,) = [p for p in await discovered_plans(emu, session) if p.name == obj]
     soql = f"{plan.soql_select()} WHERE Id = '{record}'"
 
-    bulk_docs = await via_bulk(BulkJobs(session, 1, sleep=no_sleep), plan, soql, "queryAll")
+    bulk_docs = await via_bulk(bulk_jobs(session), plan, soql, "queryAll")
     rest_docs = await via_rest(RestQuery(session), plan, soql, include_deleted=True)
 
     (expected,) = [dict(d) for d in emu.org.expected_documents(obj, include_deleted=True) if d["Id"] == record]
@@ -225,4 +219,4 @@ async def test_a_soft_deleted_row_is_the_same_deletion_on_both_paths(
     assert typed_list(bulk_docs) == typed_list(rest_docs) == typed_list([{**expected, "_meta": {"op": "d"}}])
     # query (not queryAll) no longer sees it, on either path.
     assert await via_rest(RestQuery(session), plan, soql) == []
-    assert await via_bulk(BulkJobs(session, 1, sleep=no_sleep), plan, soql) == []
+    assert await via_bulk(bulk_jobs(session), plan, soql) == []

@@ -4,6 +4,8 @@ import asyncio
 import gzip
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,6 +28,7 @@ from source_bulk_export.job_errors import (
 )
 from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.models import JobInfo
+from source_bulk_export.waits import Waits
 from tests.fakes import (
     FakeSession,
     FrozenTime,
@@ -52,8 +55,8 @@ def session() -> FakeSession:
     return FakeSession()
 
 
-def bulk(session: FakeSession, frozen: FrozenTime, cap: int = 2, **kw: object) -> BulkJobs:
-    return BulkJobs(session, cap, sleep=frozen.sleep, clock=frozen.clock, **kw)  # type: ignore[arg-type]
+def bulk(session: FakeSession, frozen: FrozenTime, cap: int = 2, **kw: Any) -> BulkJobs:
+    return BulkJobs(session, cap, Waits(sleep=frozen.sleep), **kw)  # type: ignore[arg-type]
 
 
 def completed(job_id: str = JOB, rows: int = 0) -> JobInfo:
@@ -68,6 +71,10 @@ def state_logs(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
     return [r.args for r in caplog.records if r.getMessage() == "bulk job state"]  # type: ignore[misc]
 
 
+def now() -> datetime:
+    return datetime.now(tz=UTC)
+
+
 # --- submit and wait ----------------------------------------------------------------------------
 
 
@@ -79,11 +86,13 @@ async def test_poll_schedule_doubles_to_the_cap_and_logs_transitions_only(
     session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
     polls = [job_json(JOB, "UploadComplete")] + [job_json(JOB, "InProgress", rows=10 * i) for i in range(7)]
     session.script("GET", f"/jobs/query/{JOB}", *polls, job_json(JOB, "JobComplete", rows=70))
+    jobs_ = bulk(session, frozen)
 
-    job = await bulk(session, frozen).run(LOG, SOQL, "queryAll", "Account")
+    created = await jobs_.submit(LOG, SOQL, "queryAll", "Account")
+    job = await jobs_.wait(LOG, created.id, "Account", created=now())
 
-    assert job.state == "JobComplete" and job.numberRecordsProcessed == 70
-    assert frozen.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0, 20.0]
+    assert job is not None and job.state == "JobComplete" and job.numberRecordsProcessed == 70
+    assert frozen.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
     post = session.calls_to("POST")[0]
     assert post.json == {
         "operation": "queryAll",
@@ -95,156 +104,87 @@ async def test_poll_schedule_doubles_to_the_cap_and_logs_transitions_only(
     # One line per state, not per poll, with the fields the runbook greps for.
     logs = state_logs(caplog)
     assert [entry["state"] for entry in logs] == ["UploadComplete", "InProgress", "JobComplete"]
-    assert logs[-1] == {
-        "job_id": JOB,
-        "object": "Account",
-        "state": "JobComplete",
-        "rows": 70,
-        "elapsed_s": 91.5,
-    }
+    assert logs[-1] == {"job_id": JOB, "object": "Account", "state": "JobComplete", "rows": 70}
+    assert session.calls_to("DELETE") == []  # a complete job lives until its last page is read
 
 
 @pytest.mark.asyncio
-async def test_run_steps_reports_the_job_as_soon_as_it_exists(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "JobComplete", rows=3))
+async def test_a_failed_job_is_deleted_as_soon_as_it_is_seen(session: FakeSession, frozen: FrozenTime) -> None:
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error="InternalServerError"))
+    session.script("DELETE", f"/jobs/query/{JOB}", b"")
 
-    steps = [job async for job in bulk(session, frozen).run_steps(LOG, SOQL, "query", "Account")]
+    job = await bulk(session, frozen).wait(LOG, JOB, "Account", created=now())
 
-    # First the created job (so a caller can checkpoint its id before the wait), last the result.
-    assert [(j.id, j.state) for j in steps] == [(JOB, "UploadComplete"), (JOB, "JobComplete")]
-
-
-@pytest.mark.asyncio
-async def test_resuming_waits_for_the_same_job_instead_of_submitting(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"), job_json(JOB, "JobComplete", rows=3))
-
-    steps = [job async for job in bulk(session, frozen).run_steps(LOG, SOQL, "query", "Account", resume=JOB)]
-
-    assert [(j.id, j.state) for j in steps] == [(JOB, "JobComplete")]
-    assert session.calls_to("POST") == []
+    assert job is not None and job.state == "Failed"
+    assert [c.path for c in session.calls_to("DELETE")] == [f"/jobs/query/{JOB}"]
 
 
 @pytest.mark.asyncio
-async def test_resuming_a_job_salesforce_no_longer_has_submits_a_new_one(
+async def test_a_job_still_running_long_after_its_creation_is_abandoned(
     session: FakeSession, frozen: FrozenTime
 ) -> None:
-    gone = "750000000000009AAA"
-    session.script("GET", f"/jobs/query/{gone}", sf_error(404, "NOT_FOUND", "The requested resource does not exist"))
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "JobComplete", rows=3))
-
-    steps = [job async for job in bulk(session, frozen).run_steps(LOG, SOQL, "query", "Account", resume=gone)]
-
-    assert [(j.id, j.state) for j in steps] == [(JOB, "UploadComplete"), (JOB, "JobComplete")]
-
-
-@pytest.mark.asyncio
-async def test_wait_timeout_aborts_the_job(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
     session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"))
     session.script("PATCH", f"/jobs/query/{JOB}", job_json(JOB, "Aborted"))
+    session.script("DELETE", f"/jobs/query/{JOB}", b"")
+    # Created (by an earlier process, say) a minute short of the timeout.
+    created = now() - timedelta(seconds=jobs.WAIT_TIMEOUT_S - 60)
 
     with pytest.raises(JobTimeoutError) as raised:
-        await bulk(session, frozen, wait_timeout_s=60.0).run(LOG, SOQL, "query", "Account")
+        await bulk(session, frozen).wait(LOG, JOB, "Account", created=created)
 
-    # The last sleep is cut to the deadline; the job is then aborted, never re-submitted.
-    assert frozen.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 8.5]
+    assert sum(frozen.sleeps) >= 60
     assert (raised.value.job_id, raised.value.object, raised.value.state) == (JOB, "Account", "InProgress")
     assert [c.json for c in session.calls_to("PATCH")] == [{"state": "Aborted"}]
-    assert len(session.calls_to("POST")) == 1
+    assert len(session.calls_to("DELETE")) == 1
 
 
 @pytest.mark.asyncio
-async def test_cancelling_the_caller_aborts_the_job(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
+async def test_a_cancelled_wait_leaves_the_job_for_the_restart(session: FakeSession, frozen: FrozenTime) -> None:
     session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"))
-    session.script("PATCH", f"/jobs/query/{JOB}", job_json(JOB, "Aborted"))
-    jobs_ = bulk(session, frozen, cap=1)
-
-    task = asyncio.create_task(jobs_.run(LOG, SOQL, "query", "Account"))
+    task = asyncio.create_task(bulk(session, frozen).wait(LOG, JOB, "Account", created=now()))
     while len(session.calls_to("GET")) < 3:
         await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
 
-    assert [c.json for c in session.calls_to("PATCH")] == [{"state": "Aborted"}]
-    # The slot came back: another job can start at once.
-    session.script("POST", "/jobs/query", job_json("750B", "JobComplete"))
-    assert (await jobs_.run(LOG, SOQL, "query", "Account")).id == "750B"
+    # The checkpoint names the job: the next process polls it instead of exporting its rows again.
+    assert session.calls_to("PATCH") == [] and session.calls_to("DELETE") == []
 
 
 @pytest.mark.asyncio
-async def test_abort_failure_does_not_hide_the_original_error(
+async def test_a_graceful_stop_ends_the_wait_without_touching_the_job(
     session: FakeSession, frozen: FrozenTime
 ) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    session.script("GET", f"/jobs/query/{JOB}", sf_error(500, "", "down"))
-    session.script("PATCH", f"/jobs/query/{JOB}", sf_error(500, "", "still down"))
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"))
+    waits = Waits(sleep=frozen.sleep)
+    waits.stopping = asyncio.Event()
+    waits.stopping.set()
 
-    with pytest.raises(Exception, match="down") as raised:
-        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
-    assert not isinstance(raised.value, BulkJobError)
-    assert len(session.calls_to("PATCH")) == 1
-
-
-# --- failures: retry, hand back, wait ------------------------------------------------------------
+    assert await BulkJobs(session, 1, waits).wait(LOG, JOB, "Account", created=now()) is None  # type: ignore[arg-type]
+    assert session.calls_to("PATCH") == [] and session.calls_to("DELETE") == []
 
 
 @pytest.mark.asyncio
-async def test_transient_failures_are_resubmitted_with_backoff(
+async def test_a_job_salesforce_no_longer_has_is_reported_as_not_found(
     session: FakeSession, frozen: FrozenTime
 ) -> None:
-    session.script(
-        "POST",
-        "/jobs/query",
-        job_json("750A", "UploadComplete"),
-        job_json("750B", "UploadComplete"),
-        job_json("750C", "UploadComplete"),
-    )
-    session.script(
-        "GET", "/jobs/query/750A", job_json("750A", "Failed", error="UNKNOWN_EXCEPTION: try again")
-    )
-    session.script("GET", "/jobs/query/750B", job_json("750B", "Failed", error="TooManyLockFailure : locks"))
-    session.script("GET", "/jobs/query/750C", job_json("750C", "JobComplete", rows=5))
-
-    job = await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
-
-    assert (job.id, job.numberRecordsProcessed) == ("750C", 5)
-    assert [c.json["query"] for c in session.calls_to("POST")] == [SOQL] * 3  # type: ignore[index]
-    assert frozen.sleeps == [0.5, 30.0, 0.5, 60.0, 0.5]
-
-
-@pytest.mark.asyncio
-async def test_transient_failures_give_up_as_job_failed(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error="InternalServerError"))
-
-    with pytest.raises(JobFailedError) as raised:
-        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
-
-    assert len(session.calls_to("POST")) == jobs.TRANSIENT_ATTEMPTS
-    assert [s for s in frozen.sleeps if s >= 30] == [30.0, 60.0, 120.0]
-    assert isinstance(raised.value.__cause__, TransientJobError)
+    session.script("GET", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "The requested resource does not exist"))
+    with pytest.raises(JobNotFoundError) as raised:
+        await bulk(session, frozen).wait(LOG, JOB, "Account", created=now())
     assert raised.value.job_id == JOB
 
 
 @pytest.mark.asyncio
-async def test_too_large_is_handed_back_without_retry(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    message = (
-        "InvalidBatch : Failed to process query: QUERY_TIMEOUT: Your query request was running for too long."
-    )
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error=message))
+async def test_an_abandoned_job_that_cannot_be_aborted_does_not_hide_the_timeout(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"))
+    session.script("PATCH", f"/jobs/query/{JOB}", sf_error(500, "", "still down"))
 
-    with pytest.raises(JobTooLargeError) as raised:
-        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
-
-    error = raised.value
-    assert (error.job_id, error.object, error.state, error.message) == (JOB, "Account", "Failed", message)
-    assert JOB in str(error)
-    assert len(session.calls_to("POST")) == 1
+    with pytest.raises(JobTimeoutError):
+        await bulk(session, frozen).wait(LOG, JOB, "Account", created=now() - timedelta(hours=3))
+    assert len(session.calls_to("PATCH")) == 1
 
 
 @pytest.mark.asyncio
@@ -256,22 +196,9 @@ async def test_unsupported_object_refused_at_creation(session: FakeSession, froz
     )
 
     with pytest.raises(BulkUnsupportedError) as raised:
-        await bulk(session, frozen).run(LOG, "SELECT Id FROM RecentlyViewed", "query", "RecentlyViewed")
+        await bulk(session, frozen).submit(LOG, "SELECT Id FROM RecentlyViewed", "query", "RecentlyViewed")
 
     assert (raised.value.job_id, raised.value.object, raised.value.state) == (None, "RecentlyViewed", None)
-
-
-@pytest.mark.asyncio
-async def test_unsupported_field_reported_by_a_failed_job(session: FakeSession, frozen: FrozenTime) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    message = (
-        "InvalidBatch : Failed to process query: FUNCTIONALITY_NOT_ENABLED: "
-        "Selecting compound data not supported in Bulk Query"
-    )
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error=message))
-
-    with pytest.raises(BulkUnsupportedError):
-        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
 
 
 @pytest.mark.asyncio
@@ -279,37 +206,16 @@ async def test_other_creation_errors_propagate_unchanged(session: FakeSession, f
     refusal = sf_error(400, "MALFORMED_QUERY", "unexpected token: FROM")
     session.script("POST", "/jobs/query", refusal)
     with pytest.raises(type(refusal)) as raised:
-        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
+        await bulk(session, frozen).submit(LOG, SOQL, "query", "Account")
     assert raised.value is refusal
 
 
 @pytest.mark.asyncio
-async def test_exhausted_limits_are_waited_out(session: FakeSession, frozen: FrozenTime) -> None:
+async def test_a_daily_limit_at_creation_is_classified(session: FakeSession, frozen: FrozenTime) -> None:
     limit = sf_error(400, "LIMIT_EXCEEDED", "Max bulk v2 query jobs (10000) per 24 hrs has been reached")
-    session.script("POST", "/jobs/query", limit, limit, job_json(JOB, "UploadComplete"))
-    session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "JobComplete", rows=3))
-
-    job = await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
-
-    # Success only once a job really completed with its rows; never a zero-row "success".
-    assert (job.state, job.numberRecordsProcessed) == ("JobComplete", 3)
-    assert frozen.sleeps == [jobs.LIMIT_RETRY_S, jobs.LIMIT_RETRY_S, 0.5]
-
-
-@pytest.mark.asyncio
-async def test_limits_still_exhausted_after_a_day_are_reported(
-    session: FakeSession, frozen: FrozenTime
-) -> None:
-    session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    session.script(
-        "GET", f"/jobs/query/{JOB}", job_json(JOB, "Failed", error="ExceededQuota : 1 TB per 24 hrs")
-    )
-
+    session.script("POST", "/jobs/query", limit)
     with pytest.raises(LimitExhaustedError):
-        await bulk(session, frozen).run(LOG, SOQL, "query", "Account")
-
-    waits = [s for s in frozen.sleeps if s == jobs.LIMIT_RETRY_S]
-    assert len(waits) == jobs.LIMIT_MAX_WAIT_S // jobs.LIMIT_RETRY_S
+        await bulk(session, frozen).submit(LOG, SOQL, "query", "Account")
 
 
 @pytest.mark.parametrize(
@@ -366,38 +272,13 @@ def test_aborted_elsewhere_is_transient_and_complete_is_no_error() -> None:
     assert classify_job(completed()) is None
 
 
-# --- concurrency -------------------------------------------------------------------------------
-
-
-@pytest.mark.asyncio
-async def test_concurrency_cap_makes_the_extra_job_wait(session: FakeSession, frozen: FrozenTime) -> None:
-    ids = ["750A", "750B", "750C"]
-    session.script("POST", "/jobs/query", *[job_json(i, "UploadComplete") for i in ids])
-    for i in ids:
-        session.script("GET", f"/jobs/query/{i}", job_json(i, "InProgress"))
-    jobs_ = bulk(session, frozen, cap=2)
-
-    tasks = [asyncio.create_task(jobs_.run(LOG, SOQL, "query", "Account")) for _ in ids]
-    while len(session.calls_to("GET")) < 10:
-        await asyncio.sleep(0)
-    assert len(session.calls_to("POST")) == 2  # the third waits for a slot
-
-    session.script("GET", "/jobs/query/750A", job_json("750A", "JobComplete"))
-    while len(session.calls_to("POST")) < 3:
-        await asyncio.sleep(0)
-    assert tasks[0].done() and not tasks[2].done()
-
-    for i in ids[1:]:
-        session.script("GET", f"/jobs/query/{i}", job_json(i, "JobComplete"))
-    assert [j.id for j in await asyncio.gather(*tasks)] == ids
-
-
 # --- result pages ------------------------------------------------------------------------------
 
 
 def script_pages(session: FakeSession, job_id: str, pages: list[tuple[str | None, Stream]]) -> None:
     for locator, stream in pages:
         session.script("GET", f"/jobs/query/{job_id}/results", stream, locator=locator)
+    session.script("DELETE", f"/jobs/query/{job_id}", b"")
 
 
 ROWS = [[f"001{i:015d}", f'Name {i}, "quoted"\nline two'] for i in range(5)]
@@ -434,6 +315,9 @@ async def test_results_page_by_locator_until_null(
     assert first.headers == {"Accept": "text/csv", "Accept-Encoding": "gzip"}
     done = [r.args for r in caplog.records if r.getMessage() == "bulk job results read"]
     assert done == [{"job_id": JOB, "object": "Account", "rows": 5}]
+    # The job is deleted once its last page has been read, and not before.
+    assert [(c.method, c.params) for c in session.calls if c.path.startswith(f"/jobs/query/{JOB}")][-2:] == [
+        ("GET", {"maxRecords": 2, "locator": "MjAwMDAw"}), ("DELETE", None)]
 
 
 @pytest.mark.asyncio
@@ -605,14 +489,14 @@ async def test_results_of_a_vanished_job(session: FakeSession, frozen: FrozenTim
     with pytest.raises(JobNotFoundError):
         await bulk(session, frozen).page(LOG, completed(rows=1), identity)
 
-    session.script(
-        "GET", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "The requested resource does not exist")
-    )
-    assert await bulk(session, frozen).get(LOG, JOB) is None
-
 
 @pytest.mark.asyncio
-async def test_delete_tolerates_a_missing_job(session: FakeSession, frozen: FrozenTime) -> None:
+async def test_a_job_already_gone_when_its_last_page_is_read_is_no_error(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    script_pages(session, JOB, [(None, page_stream(csv_page(ROWS[:1]), None, 1))])
     session.script("DELETE", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "gone"))
-    await bulk(session, frozen).delete(LOG, JOB)
-    assert len(session.calls_to("DELETE")) == 1
+
+    page = await bulk(session, frozen).page(LOG, completed(rows=1), identity)
+    assert [r["Id"] async for r in page.rows] == [ROWS[0][0]]
+    assert page.consumed and len(session.calls_to("DELETE")) == 1

@@ -12,10 +12,13 @@ import pytest
 import pytest_asyncio
 
 from source_bulk_export.auth import SalesforceSession
+from source_bulk_export.exports import Exports
 from source_bulk_export.job_errors import BulkUnsupportedError
 from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.rest import RestQuery
-from tests.capture_support import salesforce_session
+from source_bulk_export.states import JobRunning, ReadingPage, ToSubmit, Whole
+from source_bulk_export.waits import Waits
+from tests.capture_support import bulk_jobs, completed_job, no_sleep, salesforce_session
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
 LOG = logging.getLogger("test_jobs_emulator")
@@ -34,16 +37,12 @@ async def session(emu: EmulatorServer) -> AsyncIterator[SalesforceSession]:
         yield session
 
 
-async def no_sleep(seconds: float) -> None:
-    """The emulator's jobs complete on the next poll; waiting for real would only slow tests."""
-
-
 def bulk(session: SalesforceSession, **kw: Any) -> BulkJobs:
-    return BulkJobs(session, 2, sleep=no_sleep, **kw)
+    return bulk_jobs(session, **kw)
 
 
 async def export(jobs: BulkJobs, soql: str) -> tuple[list[dict[str, str]], list[str | None]]:
-    job = await jobs.run(LOG, soql, "query", "Account")
+    job = await completed_job(jobs, LOG, soql, "Account")
     rows: list[dict[str, str]] = []
     locators: list[str | None] = []
     async for page in jobs.results(LOG, job, lambda r: r):
@@ -76,16 +75,27 @@ async def test_reset_mid_page_loses_no_row(emu: EmulatorServer, session: Salesfo
 
 
 @pytest.mark.asyncio
-async def test_transient_failure_is_resubmitted(emu: EmulatorServer, session: SalesforceSession) -> None:
+async def test_a_transient_failure_backs_off_then_the_job_is_submitted_again(
+    emu: EmulatorServer, session: SalesforceSession
+) -> None:
+    emu.reset_counters()
     emu.fail_next_jobs(1, "UNKNOWN_EXCEPTION: An unexpected error occurred", object="Account")
-    rows, _ = await export(bulk(session), "SELECT Id FROM Account")
-    assert len(rows) == ROWS
+    exports = Exports(bulk(session), RestQuery(session), Waits(scale=0.0, sleep=no_sleep))
+    states = [outcome.state async for outcome in exports.run_job(
+        LOG, ToSubmit(Whole()), lambda _: "SELECT Id FROM Account", "query", "Account")]
+
+    assert [type(s).__name__ for s in states] == [
+        "JobRunning", "JobBackingOff", "ToSubmit", "JobRunning", "ReadingPage"]
+    first, retried = (s for s in states if isinstance(s, JobRunning))
+    assert first.job_id != retried.job_id and retried.attempt == 1
+    assert isinstance(states[-1], ReadingPage) and states[-1].job_rows == ROWS
+    assert emu.counters.requests["job_delete"] == 1  # the failed job; the complete one once it is read
 
 
 @pytest.mark.asyncio
 async def test_bulk_unsupported_object(session: SalesforceSession) -> None:
     with pytest.raises(BulkUnsupportedError):
-        await bulk(session).run(LOG, "SELECT Id FROM CaseStatus", "query", "CaseStatus")
+        await bulk(session).submit(LOG, "SELECT Id FROM CaseStatus", "query", "CaseStatus")
 
 
 @pytest.mark.asyncio
