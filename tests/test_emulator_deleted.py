@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from tests.emulator import EmulatorClient, EmulatorServer, Knobs, ManualClock, Org, OrgConfig
+from tests.emulator import EmulatorClient, EmulatorServer, Knobs, ManualClock, Org, OrgConfig, ReplicationError
 from tests.emulator.client import Reply
-from tests.emulator.deletions import ReplicationError
 
 NOW = datetime(2026, 3, 10, 12, 0, 30, tzinfo=UTC)
 MINUTE = NOW.replace(second=0)  # 12:00:00, the current minute
