@@ -18,14 +18,14 @@ unsure are listed in the emulator's README; in short:
   SOAP doc's wording; the REST doc only says "precede"), so a window spans at least two
   whole minutes: a client that copes with this copes with the laxer reading too;
 - ``latestDateCovered`` is the truncated ``end``, but never later than the current minute
-  (now truncated): the doc's example answers an ``end`` in the future that way;
+  (now truncated): an ``end`` in the future is not refused, only cut at now;
 - listed: entries with ``start <= deletedDate < latestDateCovered``, oldest first, so the
   next window starts at ``latestDateCovered`` with nothing skipped and nothing repeated;
 - an entry is kept while it is younger than the retention (15 days), like its row in the
   recycle bin; ``earliestDateAvailable`` is the first whole minute after "now minus the
   retention", or the newest purge boundary rounded up to a minute if that is later, so
-  every entry at or after it is still kept;
-  ``start`` before it, or after the current minute, is ``INVALID_REPLICATION_DATE``;
+  every entry at or after it is still kept. A ``start`` before it, or after the current
+  minute, is ``INVALID_REPLICATION_DATE``;
 - more than ``id_limit`` entries in the window is ``EXCEEDED_ID_LIMIT``.
 """
 

@@ -229,25 +229,25 @@ class Org:
     def empty_recycle_bin(
         self,
         obj: str,
-        records: Iterable[str] | None = None,
+        ids: Iterable[str] | None = None,
         *,
         at: datetime | None = None,
         query_all_grace: timedelta = QUERY_ALL_AFTER_EMPTYING,
     ) -> list[str]:
         """Remove soft-deleted rows of ``obj`` from the recycle bin (all of them, or
-        ``records``) at ``at`` (default: now) and return their Ids. queryAll still sees
+        ``ids``) at ``at`` (default: now) and return their Ids. queryAll still sees
         them until ``at + query_all_grace`` (about a day in Salesforce; pass
         ``timedelta(0)`` for rows that vanish at once); their deletion-log entries stay.
-        ``ValueError`` if one of ``records`` is not in the bin."""
+        ``ValueError`` if one of ``ids`` is not in the bin."""
         table = self.table(obj)
         stamp = self._stamp(at)
         with self._lock:
             now = self.clock.now()
             in_bin = {i: v[-1] for i, v in table.history.items() if _in_recycle_bin(v[-1], now)}
-            if records is None:
+            if ids is None:
                 indices = sorted(in_bin)
             else:
-                indices = [record_index(table.spec.key_prefix, record) for record in records]
+                indices = [record_index(table.spec.key_prefix, record) for record in ids]
                 if missing := [i for i in indices if i not in in_bin]:
                     raise ValueError(f"not in the recycle bin: {missing}")
             for index in indices:
