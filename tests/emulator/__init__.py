@@ -13,6 +13,7 @@ are generated on demand. See README.md in this directory.
 from .client import EmulatorClient
 from .clock import Clock, ManualClock, SystemClock
 from .counters import Counters, JobRecord
+from .deletions import DeletedRecords, Deletion, ReplicationError
 from .knobs import Credentials, JobFailure, Knobs
 from .org import Org, expected_document
 from .seeding import OrgConfig
@@ -22,6 +23,8 @@ __all__ = [
     "Clock",
     "Counters",
     "Credentials",
+    "DeletedRecords",
+    "Deletion",
     "EmulatorClient",
     "EmulatorServer",
     "JobFailure",
@@ -30,6 +33,7 @@ __all__ = [
     "ManualClock",
     "Org",
     "OrgConfig",
+    "ReplicationError",
     "SystemClock",
     "expected_document",
 ]

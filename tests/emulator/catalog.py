@@ -17,6 +17,10 @@ Each object exists to exercise one thing a connector must get right:
 | Attachment      | 40    | a ``base64`` field (``Body``), which Bulk cannot serialise          |
 | ActivityHistory | 0     | listed by describe-global but not queryable                         |
 
+Every object is ``replicateable`` (getDeleted serves it) except CaseStatus and
+ActivityHistory: Salesforce's status values and activity views are believed to support
+neither getUpdated nor getDeleted. ``Org.set_replicateable`` overrides the flag.
+
 "large" objects have ``OrgConfig.rows`` rows. Seeded SystemModstamps (CreatedDate for
 AccountHistory) grow with the row index from ``TIMELINE_START`` to ``TIMELINE_END``.
 """
@@ -183,7 +187,7 @@ def _user_role(s: Seeder) -> ObjectSpec:
         s.picklist("OpportunityAccessForAccountOwner", "Opportunity Access", ACCESS, nillable=False),
         s.picklist("CaseAccessForAccountOwner", "Case Access", ACCESS),
         s.picklist("ContactAccessForAccountOwner", "Contact Access", ACCESS),
-    ), replicateable=False)  # fmt: skip
+    ))  # fmt: skip
 
 
 def _case_status(s: Seeder) -> ObjectSpec:

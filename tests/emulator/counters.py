@@ -1,8 +1,8 @@
 """What the emulator has been asked to do, for tests to assert on.
 
 Endpoint names are stable: ``token``, ``versions``, ``describe_global``, ``describe``,
-``limits``, ``job_create``, ``job_info``, ``job_abort``, ``job_delete``, ``job_results``,
-``query``, ``query_all``, ``query_more`` (and ``unknown`` for unmatched paths).
+``get_deleted``, ``limits``, ``job_create``, ``job_info``, ``job_abort``, ``job_delete``,
+``job_results``, ``query``, ``query_all``, ``query_more`` (and ``unknown`` for unmatched paths).
 Every request is counted, including the ones answered with an error.
 """
 

@@ -4,17 +4,20 @@ in the server middleware before a data handler runs (see ``server.py``)."""
 import functools
 import json
 import zlib
+from datetime import datetime
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from .auth import token_response
 from .bulk import CREATE_FIELDS, CreateJobRequest, Job
+from .deletions import ReplicationError
 from .errors import ApiError, not_found
 from .rest import batch_size, bind_rest
 from .results import ResultSet
-from .schema import describe_global_entry, describe_object
+from .schema import ObjectSpec, describe_global_entry, describe_object
 from .state import LIMIT_INFO, STATE
+from .wire import json_datetime
 
 FILE_STORAGE_MB = 976_562  # DailyBulkV2QueryFileStorageMB.Max: 1 TB (§2.4)
 BULK_API_BATCHES = 15_000
@@ -69,12 +72,16 @@ async def describe_global(request: web.Request) -> web.StreamResponse:
     )
 
 
-async def describe(request: web.Request) -> web.StreamResponse:
+def _sobject(request: web.Request) -> ObjectSpec:
+    """The object named in the path, or 404 NOT_FOUND."""
     try:
-        spec = request.app[STATE].org.spec(request.match_info["object"])
+        return request.app[STATE].org.spec(request.match_info["object"])
     except KeyError:
         raise not_found() from None
-    return _json(describe_object(spec, _version(request)))
+
+
+async def describe(request: web.Request) -> web.StreamResponse:
+    return _json(describe_object(_sobject(request), _version(request)))
 
 
 class Limit(BaseModel):
@@ -233,4 +240,57 @@ async def query_more(request: web.Request) -> web.StreamResponse:
     rows = batch_size(request.headers.get("Sforce-Query-Options"))
     body = state.cursors.next_page(request.match_info["locator"], rows, _version(request))
     state.counters.rows(len(body.records))
+    return _payload(body)
+
+
+# -- getDeleted -------------------------------------------------------------------------
+
+
+class DeletedRecord(BaseModel):
+    id: str
+    deletedDate: str
+
+
+class GetDeletedResult(BaseModel):
+    """``GET /sobjects/{X}/deleted/`` (§5.3)."""
+
+    deletedRecords: list[DeletedRecord]
+    earliestDateAvailable: str
+    latestDateCovered: str
+
+
+def _replication_date(request: web.Request, name: str) -> datetime:
+    """Query parameter ``name`` as a timezone-aware dateTime (ISO 8601 with an offset)."""
+    text = request.query.get(name)
+    if not text:
+        raise ApiError(400, "MISSING_ARGUMENT", f"Missing required parameter '{name}' (a dateTime)")
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        value = None
+    if value is None or value.tzinfo is None:
+        message = f"Invalid {name}: '{text}' is not a dateTime with a time zone, e.g. 2024-05-06T00:00:00Z"
+        raise ApiError(400, "MALFORMED_QUERY", message)
+    return value
+
+
+async def get_deleted(request: web.Request) -> web.StreamResponse:
+    """The records of one object deleted in [start, end), both truncated to the minute,
+    with ``earliestDateAvailable`` and ``latestDateCovered`` (rules in ``deletions.py``)."""
+    state = request.app[STATE]
+    spec = _sobject(request)
+    if not spec.replicateable:
+        message = f"entity type {spec.name} does not support getDeleted (it is not replicateable)"
+        raise ApiError(400, "INVALID_TYPE_FOR_OPERATION", message)
+    start, end = _replication_date(request, "start"), _replication_date(request, "end")
+    try:
+        answer = state.org.get_deleted(spec.name, start, end, id_limit=state.knobs.deleted_id_limit)
+    except ReplicationError as error:
+        raise ApiError(400, error.error_code, error.message) from None
+    records = [DeletedRecord(id=d.id, deletedDate=json_datetime(d.deleted_at)) for d in answer.records]
+    body = GetDeletedResult(
+        deletedRecords=records,
+        earliestDateAvailable=json_datetime(answer.earliest_available),
+        latestDateCovered=json_datetime(answer.latest_covered),
+    )
     return _payload(body)

@@ -10,6 +10,8 @@ import random
 import threading
 from dataclasses import dataclass, field
 
+from .deletions import DELETED_ID_LIMIT
+
 # Versions 31.0 (Summer '14) .. 66.0 (Spring '26): the listing of a current org (§2.1).
 DEFAULT_VERSIONS = tuple(f"{v}.0" for v in range(31, 67))
 
@@ -50,6 +52,8 @@ class Knobs:
     daily_api_requests: int = 100_000
     # Bulk 2.0 query jobs allowed per 24 h (DailyBulkV2QueryJobs.Max, §4.10).
     daily_bulk_jobs: int = 10_000
+    # getDeleted answers EXCEEDED_ID_LIMIT when a window holds more deletions (§5.3).
+    deleted_id_limit: int = DELETED_ID_LIMIT
     versions: tuple[str, ...] = DEFAULT_VERSIONS
     # A Bulk job answers InProgress to this many job-info polls, then completes (or
     # fails) on the next one, once it is also at least job_in_progress_seconds old.

@@ -1,4 +1,4 @@
-"""The org's data: seeded rows plus a versioned mutation overlay.
+"""The org's data: seeded rows plus a versioned mutation overlay (``tables.py``).
 
 Row ``i`` of an object is a pure function of (object, seed, i) until a test mutates it.
 Mutations never rewrite anything: each one appends a ``RowVersion`` stamped with a new
@@ -10,140 +10,37 @@ Values are held in one typed form (see ``wire.py``): bool, int, float, str,
 ``datetime.date``, timezone-aware UTC ``datetime`` with whole seconds (Salesforce stores
 datetimes to the second, §3.3), bytes for base64, a dict for compound address fields.
 
+Deletions (``delete``, ``hard_delete``, ``empty_recycle_bin``, ``undelete``) are versions
+too, and each is also written to the object's ``DeletionLog`` (``deletions.py``), which
+getDeleted reads: a soft-deleted row stays visible to queryAll for the recycle bin's 15
+days, a hard-deleted one is seen by nobody, and the log outlives both.
+
 The Python API here is what tests use as the truth. It is thread-safe: tests mutate from
 their own thread while the server reads from its event-loop thread.
 """
 
+import dataclasses
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
 
 from .catalog import build_catalog
 from .clock import Clock, SystemClock
+from .deletions import (
+    DELETED_ID_LIMIT,
+    QUERY_ALL_AFTER_EMPTYING,
+    RECYCLE_BIN_RETENTION,
+    DeletedRecords,
+    Deletion,
+    DeletionLog,
+)
 from .ids import record_id, record_index
-from .schema import FieldSpec, FieldType, ObjectSpec
+from .schema import FieldType, ObjectSpec
 from .seeding import OrgConfig
-from .wire import csv_cell, document_value
+from .tables import ObjectTable, Row, RowVersion, Snapshot
+from .wire import document_value
 
-type Row = dict[str, object]
-type ValueByName = Callable[[str], object]
 AUDIT_STAMPS = ("CreatedDate", "LastModifiedDate", "SystemModstamp")
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """What a reader sees: mutations up to ``version``, late rows visible as of ``at``."""
-
-    version: int
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RowVersion:
-    version: int
-    # Stored field values replacing the generated ones (cumulative over versions).
-    overrides: Mapping[str, object]
-    deleted: bool = False  # soft-deleted: IsDeleted = true, seen by queryAll only
-    purged: bool = False  # hard-deleted (objects without IsDeleted): seen by nobody
-    # A late commit: invisible until make_visible() or until the clock reaches visible_at.
-    hidden: bool = False
-    visible_at: datetime | None = None
-
-    def visible(self, at: datetime) -> bool:
-        return not self.hidden or (self.visible_at is not None and at >= self.visible_at)
-
-
-class RowSource:
-    """Reads rows of one object as of one formula epoch (part of a snapshot)."""
-
-    def __init__(self, spec: ObjectSpec, epoch: int) -> None:
-        self.spec = spec
-        self.epoch = epoch
-
-    def value(self, f: FieldSpec, i: int) -> object:
-        """The value of field ``f`` on seeded row ``i``."""
-        if f.gen is not None:
-            return f.gen.value(i)
-        return self._derived(f, lambda name: self.value(self._field(name), i))
-
-    def cells(self, f: FieldSpec, indices: range | list[int]) -> list[str]:
-        """The CSV cells of field ``f`` on seeded rows ``indices``."""
-        if f.gen is not None:
-            return f.gen.cells(indices)
-        return [csv_cell(self.value(f, i)) for i in indices]
-
-    def pieces(self, f: FieldSpec, rows: range) -> list[Iterable[str]]:
-        """Lazy streams whose per-row concatenation is ``self.cells(f, rows)``."""
-        if f.gen is not None:
-            return f.gen.pieces(rows)
-        return [self.cells(f, rows)]
-
-    def period(self, f: FieldSpec) -> int | None:
-        """``f``'s value on seeded row ``i`` is its value on row ``i % period``; None
-        when ``f`` is not periodic (see ``generators.py``)."""
-        return f.gen.period if f.gen is not None else None
-
-    def cell_at(self, f: FieldSpec, residue: int) -> str:
-        """The CSV cell of periodic field ``f`` on every row ``i`` with
-        ``i % period == residue``."""
-        return csv_cell(self.value(f, residue))
-
-    def row(self, i: int, overrides: Mapping[str, object] | None = None) -> Row:
-        """Every field of row ``i``: generated values, then overrides, then derived fields."""
-        stored: Row = {f.name: f.gen.value(i) for f in self.spec.fields if f.gen is not None}
-        if overrides:
-            stored.update(overrides)
-        return {
-            f.name: stored[f.name] if f.gen is not None else self._derived(f, stored.__getitem__)
-            for f in self.spec.fields
-        }
-
-    def _field(self, name: str) -> FieldSpec:
-        f = self.spec.field(name)
-        assert f is not None, name
-        return f
-
-    def _derived(self, f: FieldSpec, get: ValueByName) -> object:
-        if f.formula is not None:
-            return f.formula.compute(tuple(get(n) for n in f.formula.inputs), self.epoch)
-        if f.compound:
-            return {key: get(component) for key, component in f.components}
-        raise AssertionError(f"{f.name} is neither stored nor derived")
-
-
-@dataclass
-class ObjectTable:
-    """One object's rows: ``seeded`` generated rows, then rows inserted by tests."""
-
-    spec: ObjectSpec
-    seeded: int
-    next_index: int = field(init=False)  # the index the next inserted row gets
-    history: dict[int, list[RowVersion]] = field(default_factory=dict)  # mutated rows only
-    # (org version, epoch) pairs: the formula epoch in force from each version on.
-    formula_epochs: list[tuple[int, int]] = field(default_factory=lambda: [(0, 0)])
-
-    def __post_init__(self) -> None:
-        self.next_index = self.seeded
-
-    def epoch_at(self, snapshot: Snapshot) -> int:
-        return [epoch for version, epoch in self.formula_epochs if version <= snapshot.version][-1]
-
-    def source(self, snapshot: Snapshot) -> RowSource:
-        return RowSource(self.spec, self.epoch_at(snapshot))
-
-    def overlay(self, snapshot: Snapshot, include_hidden: bool = False) -> dict[int, RowVersion]:
-        """The effective version of every mutated row as of ``snapshot``: its newest
-        version that is visible then (late commits may hide the newest ones). A row with no
-        visible version is absent from the result: a seeded row then shows its generated
-        values, an inserted row does not exist yet."""
-        overlay: dict[int, RowVersion] = {}
-        for index, versions in self.history.items():
-            for v in reversed(versions):
-                if v.version <= snapshot.version and (include_hidden or v.visible(snapshot.at)):
-                    overlay[index] = v
-                    break
-        return overlay
 
 
 class Org:
@@ -154,6 +51,7 @@ class Org:
             seeded.spec.name.lower(): ObjectTable(seeded.spec, seeded.rows)
             for seeded in build_catalog(self.config)
         }
+        self._deletions = {name: DeletionLog() for name in self._tables}
         self._version = 0
         self._lock = threading.RLock()
 
@@ -169,6 +67,12 @@ class Org:
 
     def spec(self, name: str) -> ObjectSpec:
         return self.table(name).spec
+
+    def set_replicateable(self, obj: str, replicateable: bool) -> None:
+        """Override describe's ``replicateable`` for ``obj`` (whether getDeleted serves it)."""
+        table = self.table(obj)
+        with self._lock:
+            table.spec = dataclasses.replace(table.spec, replicateable=replicateable)
 
     # -- reading ----------------------------------------------------------------------
 
@@ -279,9 +183,7 @@ class Org:
         table = self.table(obj)
         stamp = self._stamp(system_modstamp)
         with self._lock:
-            index, current = self._current(table, record)
-            if current is not None and current.deleted:
-                raise ValueError(f"{record} is deleted")
+            index, current = self._live(table, record)
             overrides = {
                 **(current.overrides if current else {}),
                 **self._stamps(table.spec, ("LastModifiedDate", "SystemModstamp"), stamp),
@@ -294,21 +196,116 @@ class Org:
             )
 
     def delete(self, obj: str, record: str, *, at: datetime | None = None) -> None:
-        """Soft-delete a row: IsDeleted becomes true and SystemModstamp ``at`` (default:
-        now); only queryAll sees it from then on. Objects without IsDeleted lose the row."""
+        """Soft-delete a row at ``at`` (default: now): IsDeleted becomes true and
+        SystemModstamp ``at``; only queryAll sees it, until the recycle bin drops it 15
+        days after ``at`` (or ``empty_recycle_bin``). Objects without IsDeleted lose the row
+        at once. Either way the deletion log records (Id, ``at``)."""
+        table = self.table(obj)
+        stamp = self._stamp(at)
+        with self._lock:
+            index, current = self._live(table, record)
+            overrides = dict(current.overrides) if current else {}
+            if table.spec.field("IsDeleted") is None:
+                version = RowVersion(self._next_version(), overrides, purged=True)
+            else:
+                overrides |= {**self._stamps(table.spec, ("SystemModstamp",), stamp), "IsDeleted": True}
+                gone_at = stamp + RECYCLE_BIN_RETENTION
+                version = RowVersion(self._next_version(), overrides, deleted=True, gone_at=gone_at)
+            self._append(table, index, version)
+            self._log(table).record(record_id(table.spec.key_prefix, index), stamp)
+
+    def hard_delete(self, obj: str, record: str, *, at: datetime | None = None) -> None:
+        """Delete a row past the recycle bin, as Bulk ``hardDelete`` does: no query,
+        queryAll or Bulk job sees it from now on; the deletion log records (Id, ``at``,
+        default now)."""
+        table = self.table(obj)
+        stamp = self._stamp(at)
+        with self._lock:
+            index, current = self._live(table, record)
+            overrides = current.overrides if current else {}
+            self._append(table, index, RowVersion(self._next_version(), overrides, purged=True))
+            self._log(table).record(record_id(table.spec.key_prefix, index), stamp)
+
+    def empty_recycle_bin(
+        self,
+        obj: str,
+        ids: Iterable[str] | None = None,
+        *,
+        at: datetime | None = None,
+        query_all_grace: timedelta = QUERY_ALL_AFTER_EMPTYING,
+    ) -> list[str]:
+        """Remove soft-deleted rows of ``obj`` from the recycle bin (all of them, or
+        ``ids``) at ``at`` (default: now) and return their Ids. queryAll still sees
+        them until ``at + query_all_grace`` (about a day in Salesforce; pass
+        ``timedelta(0)`` for rows that vanish at once); their deletion-log entries stay.
+        ``ValueError`` if one of ``ids`` is not in the bin."""
+        table = self.table(obj)
+        stamp = self._stamp(at)
+        with self._lock:
+            now = self.clock.now()
+            in_bin = {i: v[-1] for i, v in table.history.items() if _in_recycle_bin(v[-1], now)}
+            if ids is None:
+                indices = sorted(in_bin)
+            else:
+                indices = [record_index(table.spec.key_prefix, record) for record in ids]
+                if missing := [i for i in indices if i not in in_bin]:
+                    raise ValueError(f"not in the recycle bin: {missing}")
+            for index in indices:
+                current = in_bin[index]
+                gone_at = stamp + query_all_grace
+                if current.gone_at is not None:
+                    gone_at = min(gone_at, current.gone_at)
+                version = self._next_version()
+                emptied = RowVersion(version, current.overrides, deleted=True, gone_at=gone_at, emptied=True)
+                self._append(table, index, emptied)
+        return [record_id(table.spec.key_prefix, index) for index in indices]
+
+    def undelete(
+        self, obj: str, record: str, *, at: datetime | None = None, keep_log_entry: bool = False
+    ) -> None:
+        """Restore a row from the recycle bin at ``at`` (default: now): IsDeleted becomes
+        false, LastModifiedDate and SystemModstamp ``at``. Its deletion-log entry is
+        dropped, unless ``keep_log_entry`` (Salesforce does not say which; see README)."""
         table = self.table(obj)
         stamp = self._stamp(at)
         with self._lock:
             index, current = self._current(table, record)
-            soft = table.spec.field("IsDeleted") is not None
+            if current is None or not _in_recycle_bin(current, self.clock.now()):
+                raise ValueError(f"{record} is not in the recycle bin")
             overrides = {
-                **(current.overrides if current else {}),
-                **self._stamps(table.spec, ("SystemModstamp",), stamp),
-                **({"IsDeleted": True} if soft else {}),
+                **current.overrides,
+                **self._stamps(table.spec, ("LastModifiedDate", "SystemModstamp"), stamp),
+                "IsDeleted": False,
             }
-            self._append(
-                table, index, RowVersion(self._next_version(), overrides, deleted=soft, purged=not soft)
-            )
+            self._append(table, index, RowVersion(self._next_version(), overrides))
+            if not keep_log_entry:
+                self._log(table).forget(record_id(table.spec.key_prefix, index))
+
+    # -- the deletion log (getDeleted) ------------------------------------------------
+
+    def purge_deletion_log(self, obj: str, before: datetime | None = None) -> None:
+        """Purge ``obj``'s deletion log early, as Salesforce does every 2 h once it holds
+        more than 5,000 × licenses entries: entries deleted before ``before`` (default:
+        now) are gone and earliestDateAvailable moves up to it."""
+        stamp = self._stamp(before)
+        with self._lock:
+            self._log(self.table(obj)).purge_before(stamp)
+
+    def deletion_log(self, obj: str) -> list[Deletion]:
+        """Every deletion-log entry of ``obj`` still kept now, oldest first."""
+        with self._lock:
+            return self._log(self.table(obj)).retained(self.clock.now())
+
+    def get_deleted(
+        self, obj: str, start: datetime, end: datetime, *, id_limit: int = DELETED_ID_LIMIT
+    ) -> DeletedRecords:
+        """What getDeleted answers now for [start, end) (rules in ``deletions.py``);
+        raises ``ReplicationError`` where Salesforce answers 400."""
+        if start.tzinfo is None or end.tzinfo is None:
+            raise ValueError("start and end must be timezone-aware")
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
+        with self._lock:
+            return self._log(self.table(obj)).window(start, end, self.clock.now(), id_limit)
 
     def make_visible(self, obj: str, record: str) -> None:
         """Commit a late row (or late update) now, keeping its old timestamps."""
@@ -317,13 +314,9 @@ class Org:
             index, current = self._current(table, record)
             if current is None or not current.hidden:
                 raise ValueError(f"{record} has no hidden change")
-            self._append(
-                table,
-                index,
-                RowVersion(
-                    self._next_version(), current.overrides, deleted=current.deleted, purged=current.purged
-                ),
-            )
+            version = self._next_version()
+            committed = dataclasses.replace(current, version=version, hidden=False, visible_at=None)
+            self._append(table, index, committed)
 
     def bump_formula_epoch(self, obj: str) -> int:
         """Change the output of every formula field of ``obj`` without touching any row's
@@ -375,9 +368,24 @@ class Org:
             raise KeyError(record)
         return index, current
 
+    def _live(self, table: ObjectTable, record: str) -> tuple[int, RowVersion | None]:
+        """Like ``_current``, but ``ValueError`` if the row is deleted."""
+        index, current = self._current(table, record)
+        if current is not None and current.deleted:
+            raise ValueError(f"{record} is deleted")
+        return index, current
+
+    def _log(self, table: ObjectTable) -> DeletionLog:
+        return self._deletions[table.spec.name.lower()]
+
     @staticmethod
     def _append(table: ObjectTable, index: int, version: RowVersion) -> None:
         table.history.setdefault(index, []).append(version)
+
+
+def _in_recycle_bin(version: RowVersion, now: datetime) -> bool:
+    """Whether a row whose latest version is ``version`` is in the recycle bin at ``now``."""
+    return version.deleted and not (version.purged or version.emptied or version.hidden or version.gone(now))
 
 
 def expected_document(spec: ObjectSpec, row: Mapping[str, object]) -> Row:

@@ -12,9 +12,9 @@ import math
 from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain, cycle, islice
 
-from .org import RowSource
 from .results import Page, ResultSet
 from .schema import FieldSpec, FieldType
+from .tables import RowSource
 from .wire import csv_cell, json_value, quote
 
 COLUMN_DELIMITERS = {"BACKQUOTE": "`", "CARET": "^", "COMMA": ",", "PIPE": "|", "SEMICOLON": ";", "TAB": "\t"}

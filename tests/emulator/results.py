@@ -27,9 +27,10 @@ from typing import Any
 from .binding import Bound, Getter, compile_condition, fold
 from .generators import Constant, Stamp
 from .ids import record_id
-from .org import Org, Row, RowSource, RowVersion, Snapshot
+from .org import Org
 from .schema import FieldSpec, FieldType
 from .soql import BoolOp, Compare, Condition, Kind, Literal
+from .tables import Row, RowSource, RowVersion, Snapshot
 from .wire import datetime_to_seconds
 
 type Ref = int | Row  # a seeded row index, or a materialised overlay row

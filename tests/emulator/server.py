@@ -38,6 +38,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", "/services/data{slash:/?}", "versions", handlers.versions),
     ("GET", DATA + "/sobjects{slash:/?}", "describe_global", handlers.describe_global),
     ("GET", DATA + "/sobjects/{object}/describe{slash:/?}", "describe", handlers.describe),
+    ("GET", DATA + "/sobjects/{object}/deleted{slash:/?}", "get_deleted", handlers.get_deleted),
     ("GET", DATA + "/limits{slash:/?}", "limits", handlers.limits),
     ("POST", DATA + "/jobs/query{slash:/?}", "job_create", handlers.job_create),
     ("GET", DATA + "/jobs/query/{job_id}", "job_info", handlers.job_info),
