@@ -1,6 +1,7 @@
 """Request handlers, one per endpoint. Authentication, limits, faults and counting happen
 in the server middleware before a data handler runs (see ``server.py``)."""
 
+import asyncio
 import functools
 import json
 import zlib
@@ -170,6 +171,9 @@ async def job_results(request: web.Request) -> web.StreamResponse:
         page_rows = min(page_rows, state.knobs.max_page_rows)
     out = state.jobs.results(job, _version(request), locator, page_rows)
     state.counters.locator_fetched(job.info.id, locator)
+    if state.knobs.result_page_delay_seconds:
+        # A large page takes a while to render and download; this makes a small one take as long.
+        await asyncio.sleep(state.knobs.result_page_delay_seconds)
 
     gzip = _accepts_gzip(request)
     response = web.StreamResponse(

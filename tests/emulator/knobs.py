@@ -65,6 +65,9 @@ class Knobs:
     # limits", §4.6); a page never holds more than this many rows. None: no cap.
     max_page_rows: int | None = None
     gzip_level: int = 1
+    # Seconds every Bulk result page waits before its first byte: a small page served as slowly as a
+    # large one is read, so a test can hold a backfill mid-job while other reads go on.
+    result_page_delay_seconds: float = 0.0
     # Null CSV cells are empty (`,,`); True writes them as `,"",` instead (§4.9, §10).
     csv_null_as_quoted_empty: bool = False
 
