@@ -23,41 +23,20 @@ While a backfill job is in flight or its pages are being read, the horizon is al
 """
 
 from collections.abc import AsyncGenerator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from logging import Logger
 from typing import Any
-from urllib.parse import quote_plus
 
 from estuary_cdk.capture.common import LogCursor, PageCursor, make_cursor_dict
 
 from .changes import read_changes
 from .checkpoints import Binding
+from .deletions import Deletions
 from .exports import Exports, floor_to_second
 from .fields import KEY_FIELD, Document, ObjectPlan
 from .models import SalesforceRecord
+from .soql import fits_in_a_rest_url, soql_datetime, soql_string
 from .states import BackfillState, Complete, ReadingRest, Slice, ToSubmit, decode, encode
-
-# Salesforce refuses a request whose URI passes 16,384 bytes (414), and a REST query travels in
-# its URI; a Bulk job's query travels in the request body. This leaves room for the host, the
-# path and the other parameters.
-MAX_REST_QUERY_BYTES = 15_000
-
-
-def fits_in_a_rest_url(soql: str) -> bool:
-    """Whether `soql`, URL-encoded as REST's `q` parameter, stays under MAX_REST_QUERY_BYTES."""
-    return len(quote_plus(soql)) <= MAX_REST_QUERY_BYTES
-
-
-def soql_datetime(moment: datetime) -> str:
-    """A SOQL dateTime literal at whole-second precision (unquoted, UTC)."""
-    if moment.microsecond:
-        raise ValueError(f"{moment.isoformat()} is not a whole second: windows are whole seconds")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def soql_string(value: str) -> str:
-    """A quoted SOQL string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def delta_horizon(now: datetime, lag: timedelta) -> datetime:
@@ -162,23 +141,25 @@ async def snapshot_object(exports: Exports, plan: ObjectPlan, binding: Binding, 
 # --- the delta stream ----------------------------------------------------------------------------
 
 
-async def fetch_changes(exports: Exports, plan: ObjectPlan, binding: Binding, lag: timedelta, bulk_threshold: int,
-                        log: Logger, cursor: LogCursor) -> AsyncGenerator[Document | LogCursor, None]:
+async def fetch_changes(exports: Exports, deletions: Deletions, plan: ObjectPlan, binding: Binding, lag: timedelta,
+                        bulk_threshold: int, log: Logger, cursor: LogCursor) -> AsyncGenerator[Document | LogCursor, None]:
     """Every change with `cursor < cf <= horizon`, deletions as `_meta.op = "d"` documents.
 
         cursor (exclusive)                                  horizon (inclusive)
             (--------------------- one window -------------------]
               ^ checkpoint at whole seconds that were fully emitted
 
-    `horizon = min(floor(now) - lag, the backfill's hold)`. A window larger than `bulk_threshold`
-    rows (or too wide for a REST URL) is exported by checkpointed Bulk queryAll jobs (changes.py).
-    A LogCursor `t` is yielded only once every row with `cf <= t` has been emitted; the last one is
-    `horizon`. Nothing is yielded for a window that has not opened yet.
+    `horizon = min(floor(now) - lag, the backfill's hold, what the deletions have covered)`: first the
+    deletions a cursor query cannot see are emitted up to it (deletions.py), then the window is read.
+    A window larger than `bulk_threshold` rows (or too wide for a REST URL) is exported by checkpointed
+    Bulk queryAll jobs (changes.py). A LogCursor `t` is yielded only once every row with `cf <= t` has
+    been emitted; the last one is `horizon`. Nothing is yielded for a window that has not opened yet.
     """
     assert isinstance(cursor, datetime)
     horizon = delta_horizon(exports.waits.now(), lag)
     if binding.hold is not None:
         horizon = min(horizon, binding.hold)
+    horizon = await deletions.advance(log, plan, binding, cursor, horizon)
 
     def select(after: datetime, through: datetime) -> str:
         return changes_soql(plan, after, through)

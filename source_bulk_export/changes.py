@@ -152,7 +152,8 @@ async def _bulk_window(exports: Exports, log: Logger, plan: ObjectPlan, binding:
                 unit = state.unit
                 assert isinstance(unit, Window)
                 before = state
-                async for outcome in exports.run_job(log, state, _window_soql(select), "queryAll", plan.name):
+                async for outcome in exports.run_job(log, state, _window_soql(select), "queryAll", plan.name,
+                                                     bulk_refused=binding.bulk_refused):
                     if isinstance(outcome.state, Refused):
                         log.warning("the Bulk API cannot export this object; reading the delta window through REST",
                                     {"object": plan.name, "reason": outcome.state.reason})

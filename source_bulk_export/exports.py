@@ -108,10 +108,14 @@ class Exports:
 
     async def run_job[U: Unit](self, log: Logger, state: ToSubmit[U] | JobRunning[U] | JobBackingOff[U],
                                select: Callable[[U], str], operation: Operation, object_name: str, *,
+                               bulk_refused: str | None = None,
                                interruptible: bool = True) -> AsyncGenerator[Next[U], None]:
         """Advance a unit's job until it completes (ReadingPage), the object is refused (Refused) or a
         failure must be reported (`Next.report`), yielding every state entered, in order. `select` is
         a unit's SOQL (a unit may be split on the way).
+
+        `bulk_refused` is the refusal already recorded for the object: a job planned before it was
+        learned is not submitted, the object is Refused at once.
 
         Backoffs are waited out within the call. With `interruptible`, a graceful stop ends the call
         early, after the last state yielded (a job left running is polled again by the restart).
@@ -119,6 +123,9 @@ class Exports:
         waits = self.waits if interruptible else self.waits.ignoring_stop()
         while True:
             outcome: Next[U] | None
+            if bulk_refused is not None and isinstance(state, ToSubmit | JobBackingOff):
+                yield Next(Refused(bulk_refused))
+                return
             match state:
                 case JobBackingOff():
                     if not await waits.until(state.retry_at):
@@ -184,6 +191,7 @@ class Exports:
         while True:
             match state:
                 case Complete():
+                    binding.backfilled = True
                     return
                 case ReadingRest():
                     async for item in self._backfill_rest_page(log, plan, binding, state, select, lag):
@@ -199,7 +207,8 @@ class Exports:
                         # No delta read may overtake the job while it is being created.
                         binding.hold = floor_to_second(self.waits.now() - lag)
                     progressed = False
-                    async for outcome in self.run_job(log, job_phase, select, "query", plan.name):
+                    async for outcome in self.run_job(log, job_phase, select, "query", plan.name,
+                                                      bulk_refused=binding.bulk_refused):
                         state = await self._settle(log, plan, binding, job_phase, outcome.state)
                         if isinstance(state, ToSubmit | JobRunning | JobBackingOff):
                             job_phase = state
@@ -309,7 +318,8 @@ class Exports:
                 await binding.save(snapshot_export=None)
                 return
             assert isinstance(state, ToSubmit | JobRunning | JobBackingOff)
-            async for outcome in self.run_job(log, state, lambda _: soql, "query", plan.name, interruptible=False):
+            async for outcome in self.run_job(log, state, lambda _: soql, "query", plan.name,
+                                              bulk_refused=binding.bulk_refused, interruptible=False):
                 if isinstance(outcome.state, Refused):
                     log.warning("the Bulk API cannot export this object; reading it through REST",
                                 {"object": plan.name, "reason": outcome.state.reason})

@@ -179,13 +179,15 @@ class ObjectPlan:
     """How one object is exported. Built from describe by `plan_object`.
 
     `fields` are in SELECT order, `Id` among them. `cursor_field` is None for objects with no
-    usable timestamp (captured as snapshots).
+    usable timestamp (captured as snapshots). `replicateable` objects have a deletion log
+    (getDeleted).
     """
 
     name: str
     fields: tuple[FieldPlan, ...]
     cursor_field: str | None
     formula_fields: tuple[str, ...]
+    replicateable: bool = False
     _by_name: dict[str, FieldPlan] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -329,4 +331,5 @@ def plan_object(describe: SObjectDescribe) -> ObjectPlan:
         fields=tuple(_field_plan(f) for f in fields),
         cursor_field=choose_cursor(fields),
         formula_fields=tuple(f.name for f in fields if f.calculated),
+        replicateable=describe.replicateable,
     )

@@ -328,6 +328,9 @@ class ResourceState(common.ResourceState):
     snapshot_export: dict[str, Any] | None = Field(
         default=None, description="The Bulk job of the snapshot in progress, where it stands."
     )
+    deletions: dict[str, Any] | None = Field(
+        default=None, description="How far the object's deletions have been read (deletions.DeletionsState)."
+    )
 
 
 ConnectorState = common.ConnectorState[ResourceState]
@@ -468,6 +471,20 @@ class JobInfo(BaseModel, extra="allow"):
     retries: int = 0
     totalProcessingTime: int = 0
     errorMessage: str | None = None
+
+
+class DeletedRecord(BaseModel, extra="allow"):
+    id: str
+    deletedDate: str
+
+
+class DeletedRecords(BaseModel, extra="allow"):
+    """`GET /sobjects/{name}/deleted/?start=&end=` (getDeleted): the records deleted in the window, and
+    how far the answer reaches (`latestDateCovered`: the next window starts there)."""
+
+    deletedRecords: list[DeletedRecord]
+    earliestDateAvailable: str | None = None
+    latestDateCovered: str
 
 
 class QueryPage(BaseModel, extra="allow"):

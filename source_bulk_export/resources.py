@@ -23,6 +23,7 @@ from estuary_cdk.flow import CaptureBinding, ValidationError
 from . import api
 from .auth import SalesforceError, SalesforceSession
 from .checkpoints import Binding, Checkpoints
+from .deletions import Deletions
 from .exports import Exports, hold_for
 from .fields import ObjectPlan, UncapturableObject, plan_object
 from .models import (
@@ -209,7 +210,8 @@ async def discover_objects(
     return Discovery(plans=plans, skipped=skipped)
 
 
-def open_binding(plan: ObjectPlan, exports: Exports, config: EndpointConfig, checkpoints: Checkpoints) -> OpenBinding:
+def open_binding(plan: ObjectPlan, exports: Exports, deletions: Deletions, config: EndpointConfig,
+                 checkpoints: Checkpoints) -> OpenBinding:
     """How a binding of `plan` captures: its fetch functions, bound to narrow arguments, and the
     `Binding` they share (restored from the binding's state)."""
     advanced = config.advanced
@@ -248,7 +250,7 @@ def open_binding(plan: ObjectPlan, exports: Exports, config: EndpointConfig, che
             state,
             task,
             fetch_changes=functools.partial(
-                api.fetch_changes, exports, plan, shared, advanced.delta_lag, advanced.bulk_delta_threshold
+                api.fetch_changes, exports, deletions, plan, shared, advanced.delta_lag, advanced.bulk_delta_threshold
             ),
             fetch_page=functools.partial(
                 api.backfill_object, exports, plan, shared, config.start_date, advanced.backfill_slice_rows,
@@ -307,7 +309,9 @@ async def all_resources(
     discovery = await discover_objects(log, session, catalog, only)
     cutoff = api.delta_horizon(now or datetime.now(tz=UTC), config.advanced.delta_lag)
     checkpoints = Checkpoints()  # one per request: an `open` shares it between its bindings
+    deletions = Deletions(session, exports)
     resources = [
-        resource_for(plan, open_binding(plan, exports, config, checkpoints), cutoff) for plan in discovery.plans
+        resource_for(plan, open_binding(plan, exports, deletions, config, checkpoints), cutoff)
+        for plan in discovery.plans
     ]
     return resources, discovery

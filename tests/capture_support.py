@@ -2,6 +2,7 @@
 rows as the documents a complete capture must hold."""
 
 import dataclasses
+import re
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from source_bulk_export.models import JobInfo, JobState, OAuthCredentials
 from source_bulk_export.waits import Waits
 from tests import flow_harness
 from tests.emulator import EmulatorServer
+from tests.emulator.counters import JobRecord
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "acmeCo/"
@@ -35,6 +37,16 @@ captures:
 # makes a job fail twice does not sit through real minutes of backoff. The schedule itself is
 # pinned by the time-frozen tests in test_jobs.py.
 TEST_ENV = {"SOURCE_BULK_EXPORT_WAIT_SCALE": "0.001"}
+
+
+# The Id-only exports deletions.py takes for its baselines and reconciliations (`SELECT Id FROM X`).
+ID_EXPORT = re.compile(r"SELECT Id FROM \w+")
+
+
+def row_jobs(emulator: EmulatorServer) -> list[JobRecord]:
+    """The Bulk jobs that exported rows (backfill slices, delta windows, snapshots): every job created
+    but the Id-only exports of deletions.py."""
+    return [job for job in emulator.counters.jobs_created if not ID_EXPORT.fullmatch(job.query)]
 
 
 def emulator_config(emulator: EmulatorServer, **advanced: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from source_bulk_export.api import (
     load_backfill,
 )
 from source_bulk_export.checkpoints import Binding
+from source_bulk_export.deletions import Deletions
 from source_bulk_export.exports import Exports
 from source_bulk_export.fields import ObjectPlan, plan_object
 from source_bulk_export.models import SObjectDescribe
@@ -104,8 +105,10 @@ async def collect(gen: AsyncGenerator[Any, None]) -> list[Any]:
 
 def changes_of(bulk: FakeBulk, rest: FakeRest, cursor: datetime, threshold: int = 50_000,
                shared: Binding | None = None, plan: ObjectPlan | None = None) -> AsyncGenerator[Any, None]:
-    return fetch_changes(exports(bulk, rest), plan or account_plan(), shared or binding(), LAG, threshold, LOG,
-                         cursor)
+    # The plan is not replicateable and the binding not backfilled: no deletion source reads anything.
+    shared_exports = exports(bulk, rest)
+    return fetch_changes(shared_exports, Deletions(None, shared_exports), plan or account_plan(),  # type: ignore[arg-type]
+                         shared or binding(), LAG, threshold, LOG, cursor)
 
 
 # --- horizon, lag and the seam ------------------------------------------------------------------

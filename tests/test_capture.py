@@ -18,6 +18,7 @@ from tests.capture_support import (
     discovered_source,
     expected_rows,
     rebound_source,
+    row_jobs,
     snapshot_rows,
 )
 from tests.emulator import EmulatorServer, Org, OrgConfig
@@ -88,7 +89,7 @@ def test_a_job_that_fails_transiently_twice_is_resubmitted(tmp_path: Path, emula
     result = run_until_captured(source)
 
     assert captured_rows(result, "Contact") == expected_rows(emulator, "Contact")
-    assert len(emulator.counters.jobs_created) == 3  # two failed, the third exported the object
+    assert len(row_jobs(emulator)) == 3  # two failed, the third exported the object
 
 
 def test_a_slice_that_times_out_is_split(tmp_path: Path, emulator: EmulatorServer) -> None:
@@ -97,7 +98,7 @@ def test_a_slice_that_times_out_is_split(tmp_path: Path, emulator: EmulatorServe
     result = run_until_captured(source)
 
     assert captured_rows(result, "Opportunity") == expected_rows(emulator, "Opportunity")
-    limits = [j.query.rsplit("LIMIT ", 1)[1] for j in emulator.counters.jobs_created]
+    limits = [j.query.rsplit("LIMIT ", 1)[1] for j in row_jobs(emulator)]
     assert limits[:2] == ["2000", "1000"]
 
 
@@ -143,12 +144,13 @@ def test_restarts_resume_jobs_and_repeat_at_most_one_page(tmp_path: Path) -> Non
         assert restarts >= 5
         # Three slices of 2,500 rows, the last one short. A slice's job is submitted again only
         # if the connector was killed after creating it and before checkpointing its id.
-        queries = [job.query for job in counters.jobs_created]
+        jobs = row_jobs(emulator)
+        queries = [job.query for job in jobs]
         assert len(set(queries)) == 3
-        for job in counters.jobs_created[:-1]:
+        for job in jobs[:-1]:
             later = queries[queries.index(job.query) + 1:]
             assert job.job_id not in checkpointed_jobs or job.query not in later, job
-        for job in counters.jobs_created:
+        for job in jobs:
             fetched = counters.locators_fetched.get(job.job_id, [])
             # A page is fetched again only when a restart cut it off: at most once per restart.
             assert len(fetched) - len(set(fetched)) <= restarts
@@ -190,7 +192,7 @@ def test_an_unchanged_snapshot_is_not_emitted_again(tmp_path: Path, emulator: Em
     assert documents_per_pass == [rows, rows, 0, 0]
     # Salesforce guarantees no order without ORDER BY (PK-chunked jobs finish in any order),
     # and a reordered pass would look changed.
-    assert all(job.query.endswith(" ORDER BY Id") for job in emulator.counters.jobs_created)
+    assert all(job.query.endswith(" ORDER BY Id") for job in row_jobs(emulator))
     assert snapshot_rows(result, "UserRole") == expected_rows(emulator, "UserRole")
 
 

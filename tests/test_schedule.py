@@ -29,7 +29,7 @@ from source_bulk_export.fields import plan_object
 from source_bulk_export.models import ConnectorState, ResourceConfig, ResourceState, SObjectDescribe
 from source_bulk_export.resources import FORMULA_REFRESH_SCHEDULE, SalesforceResource, resource_for
 from tests import flow_harness
-from tests.capture_support import PREFIX, captured_rows, discovered_source, expected_rows
+from tests.capture_support import PREFIX, captured_rows, discovered_source, expected_rows, row_jobs
 from tests.emulator import EmulatorServer, Org, OrgConfig
 from tests.emulator.schema import describe_object
 
@@ -232,7 +232,7 @@ def test_a_session_without_a_missed_fire_does_not_reexport(first_backfill: First
 
     assert result.sessions[0].stop_reason == "until"
     assert emulator.counters.requests["query_all"] >= 1  # the connector ran: its delta stream read
-    assert emulator.counters.jobs_created == [] and emulator.counters.requests["job_create"] == 0
+    assert row_jobs(emulator) == []
     assert all("backfill" not in binding_state(update, key) and "last_initialized" not in binding_state(update, key)
                for update in result.state_updates)
     assert binding_state(result.state, key)["last_initialized"] == binding_state(state, key)["last_initialized"]
@@ -272,7 +272,7 @@ def test_a_missed_fire_rebackfills_the_new_formula_values(first_backfill: FirstB
     assert first["inc"] == {"cursor": cursor} and first["is_connector_initiated"] is True
     assert datetime.fromisoformat(first["last_initialized"]) > two_days_ago + timedelta(days=1)
     # The re-backfill exported the object again through Bulk jobs, up to that cutoff.
-    jobs = emulator.counters.jobs_created
+    jobs = row_jobs(emulator)
     assert len(jobs) == 3 and {job.object for job in jobs} == {FORMULA_OBJECT}  # 250 rows, slices of 100
     cutoff_literal = datetime.fromisoformat(cursor).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert all(f"SystemModstamp <= {cutoff_literal}" in job.query for job in jobs)
