@@ -34,7 +34,8 @@ class IdExport(BaseModel):
     purpose: Purpose
     started_at: AwareDatetime  # reconciling holds the delta stream here: a row restored later comes after
     job: dict[str, Any] | None = None  # states.encode of its Bulk export
-    digest: str  # IdDigest.to_text() of the Ids read so far
+    digest: str  # IdDigest.to_text() of the Ids read so far: the next baseline
+    compared: str | None = None  # reconciling: the same, of the rows created before the baseline
 
 
 class DeletionsState(BaseModel):

@@ -44,7 +44,7 @@ from .id_digest import IdDigest
 from .job_errors import JobNotFoundError
 from .models import DeletedRecords
 from .rest import BATCH_SIZE
-from .soql import soql_string
+from .soql import soql_datetime, soql_string
 from .states import JobBackingOff, JobRunning, ReadingPage, Refused, ToSubmit, Whole, decode, encode, on_lost
 
 # Salesforce keeps deletion-log entries 15 days (getDeleted answers INVALID_REPLICATION_DATE before).
@@ -58,6 +58,7 @@ MIN_LOG_WINDOW = timedelta(minutes=2)
 # Ids are ~11 KB of the 16 KB Salesforce accepts.
 IDS_PER_CHECK = 500
 SYSTEM_MODSTAMP = "SystemModstamp"
+CREATED_FIELD = "CreatedDate"
 # Where to resume reading a log Salesforce no longer has from the watermark on: the oldest instant it
 # should still have first, then younger ones in case it was purged early.
 RESUME_PROBES = (LOG_RETENTION - timedelta(minutes=5), timedelta(days=1), timedelta(hours=1), timedelta(minutes=3))
@@ -229,33 +230,35 @@ class Deletions:
 
     async def _start_export(self, log: Logger, plan: ObjectPlan, binding: Binding, state: DeletionsState,
                             purpose: Purpose) -> DeletionsState:
-        """Begin an Id export: small objects are read whole through REST here and now; larger ones get a
-        Bulk job, advanced one step per call (`_export_step`)."""
-        exports, now = self._exports, self._exports.waits.now()
-        soql = f"SELECT {KEY_FIELD} FROM {plan.name} ORDER BY {KEY_FIELD}"
-        result = await exports.rest.open(log, soql, _record_id, include_deleted=False)
+        """Begin an Id export: an object whose Ids fit one REST page is read here and now; a larger one
+        gets a Bulk job, advanced one step per call (`_export_step`)."""
+        exports = self._exports
+        started_at = exports.waits.now().replace(microsecond=0)
+        export = IdExport(purpose=purpose, started_at=started_at, job=None, digest=IdDigest().to_text(),
+                          compared=IdDigest().to_text() if _compares(plan, state, purpose) else None)
+        soql = _id_soql(plan, started_at) + f" ORDER BY {KEY_FIELD}"
+        result = await exports.rest.open(log, soql, _id_and_creation, include_deleted=False)
         path = choose_path(bulk_refused=binding.bulk_refused, fits_rest_url=True, rows=result.total_size,
                            threshold=REST_ID_EXPORT_ROWS)
         log.info("exporting the object's Ids", {"object": plan.name, "purpose": purpose, "rows": result.total_size,
                                                 "path": path.value})
         if path is Path.REST:
-            digest = IdDigest()
-            digest.add([record_id async for record_id in result.records])
-            return await self._finish(log, plan, binding, state, purpose, now, digest)
+            fold = _IdFold(export, state.baseline_at)
+            fold.add([row async for row in result.records])
+            return await self._finish(log, plan, binding, state, export, fold)
         await result.records.aclose()
-        export = IdExport(purpose=purpose, started_at=now, job=encode(ToSubmit(Whole())), digest=IdDigest().to_text())
-        state = state.model_copy(update={"export": export})
+        state = state.model_copy(update={"export": export.model_copy(update={"job": encode(ToSubmit(Whole()))})})
         await binding.save(deletions=state)
         return state
 
     async def _export_step(self, log: Logger, plan: ObjectPlan, binding: Binding,
                            state: DeletionsState) -> DeletionsState:
-        """One step of a Bulk Id export: its job advanced, or one page of Ids folded into the digest."""
+        """One step of a Bulk Id export: its job advanced, or one page of Ids folded into the digests."""
         export = state.export
         assert export is not None and export.job is not None
         job = decode(export.job)
-        soql = f"SELECT {KEY_FIELD} FROM {plan.name}"
         if isinstance(job, ToSubmit | JobRunning | JobBackingOff):
+            soql = _id_soql(plan, export.started_at)
             async for outcome in self._exports.run_job(log, job, lambda _: soql, "query", plan.name,
                                                        bulk_refused=binding.bulk_refused):
                 if isinstance(outcome.state, Refused):
@@ -263,65 +266,104 @@ class Deletions:
                         await binding.save(bulk_refused=outcome.state.reason)
                     return await self._start_export(log, plan, binding, state.model_copy(update={"export": None}),
                                                     export.purpose)
-                state = _with_job(state, encode(outcome.state))
+                state = _with(state, job=encode(outcome.state))
                 await binding.save(deletions=state)
                 if outcome.report is not None:
                     raise outcome.report
             return state
         assert isinstance(job, ReadingPage)
-        digest = IdDigest.from_text(export.digest)
+        fold = _IdFold(export, state.baseline_at)
         try:
-            page = await self._exports.bulk.page(log, completed_job(plan, job, "query"), _record_id_cell, job.locator,
+            page = await self._exports.bulk.page(log, completed_job(plan, job, "query"), _id_and_creation, job.locator,
                                                  rows_before=job.rows_before)
-            digest.add([record_id async for record_id in page.rows])
+            fold.add([row async for row in page.rows])
         except JobNotFoundError:
-            # The digest must hold each Id once: start the export over.
-            state = _with_job(state, encode(on_lost(job)), IdDigest().to_text())
+            # A digest must hold each Id once: the export starts over.
+            state = _with(state, job=encode(on_lost(job)), **_IdFold.empty(export))
             await binding.save(deletions=state)
             return state
         if page.next_locator is None:
-            return await self._finish(log, plan, binding, state, export.purpose, export.started_at, digest)
+            return await self._finish(log, plan, binding, state, export, fold)
         assert page.rows_after is not None
         reading = ReadingPage(job.unit, job.job_id, job.created_at, job.job_rows, page.next_locator, page.rows_after)
-        state = _with_job(state, encode(reading), digest.to_text())
+        state = _with(state, job=encode(reading), **fold.texts())
         await binding.save(deletions=state)
         return state
 
-    async def _finish(self, log: Logger, plan: ObjectPlan, binding: Binding, state: DeletionsState, purpose: Purpose,
-                      taken_at: datetime, digest: IdDigest) -> DeletionsState:
+    async def _finish(self, log: Logger, plan: ObjectPlan, binding: Binding, state: DeletionsState, export: IdExport,
+                      fold: "_IdFold") -> DeletionsState:
         """The export is complete: reconcile against the baseline if asked to, and make it the baseline."""
         docs: list[Document] = []
-        if purpose == "reconcile" and state.baseline is not None:
-            difference = IdDigest.from_text(state.baseline).minus(digest).difference()
+        if export.purpose == "reconcile" and state.baseline is not None:
+            difference = IdDigest.from_text(state.baseline).minus(fold.compared or fold.every).difference()
             if difference is None:
                 status(log, f"{plan.name}: its Ids differ from those of {state.baseline_at} by more than can be named, "
                             "so rows deleted since may stay in the collection; to remove them, backfill this binding "
                             "with a data flow reset.")
             else:
-                docs = [deletion_document(plan, record_id, taken_at) for record_id in sorted(difference.only_here)]
+                docs = [deletion_document(plan, record_id, export.started_at)
+                        for record_id in sorted(difference.only_here)]
                 log.info("reconciled deletions from the object's Ids",
                          {"object": plan.name, "since": state.baseline_at, "deleted": len(docs)})
-        state = state.model_copy(update={"baseline": digest.to_text(), "baseline_at": taken_at, "export": None})
+        state = state.model_copy(
+            update={"baseline": fold.every.to_text(), "baseline_at": export.started_at, "export": None})
         await binding.save(documents=docs, deletions=state)
         return state
 
 
-def _with_job(state: DeletionsState, job: dict[str, Any], digest: str | None = None) -> DeletionsState:
+class _IdFold:
+    """The digests an Id export folds its rows into: `every` row (the next baseline), and, when
+    reconciling, the rows `compared` with the last baseline: those created before it. Rows created since
+    cannot be in it, so they do not spend the digest's capacity for naming differences."""
+
+    def __init__(self, export: IdExport, baseline_at: datetime | None) -> None:
+        self.every = IdDigest.from_text(export.digest)
+        self.compared = IdDigest.from_text(export.compared) if export.compared is not None else None
+        # Bulk CSV and REST write datetimes differently after the seconds; both start like this.
+        self._before = f"{baseline_at:%Y-%m-%dT%H:%M:%S}" if baseline_at is not None else ""
+
+    @staticmethod
+    def empty(export: IdExport) -> dict[str, str | None]:
+        return {"digest": IdDigest().to_text(), "compared": IdDigest().to_text() if export.compared else None}
+
+    def add(self, rows: list[tuple[str, str | None]]) -> None:
+        self.every.add(record_id for record_id, _ in rows)
+        if self.compared is not None:
+            before = self._before
+            self.compared.add(record_id for record_id, created in rows if created is None or created[:19] < before)
+
+    def texts(self) -> dict[str, str | None]:
+        return {"digest": self.every.to_text(),
+                "compared": self.compared.to_text() if self.compared is not None else None}
+
+
+def _compares(plan: ObjectPlan, state: DeletionsState, purpose: Purpose) -> bool:
+    """Whether an export compares only the rows created before the baseline (objects with CreatedDate)."""
+    return purpose == "reconcile" and state.baseline_at is not None and plan.has_field(CREATED_FIELD)
+
+
+def _id_soql(plan: ObjectPlan, started_at: datetime) -> str:
+    """An export of the Ids of the rows created before `started_at`. The bound makes the baseline a set
+    that a later export can reproduce exactly (rows created while this one runs may or may not be in it);
+    objects without CreatedDate export every Id."""
+    if not plan.has_field(CREATED_FIELD):
+        return f"SELECT {KEY_FIELD} FROM {plan.name}"
+    return (f"SELECT {KEY_FIELD}, {CREATED_FIELD} FROM {plan.name}"
+            f" WHERE {CREATED_FIELD} < {soql_datetime(started_at)}")
+
+
+def _with(state: DeletionsState, **export_changes: Any) -> DeletionsState:
     assert state.export is not None
-    export = state.export.model_copy(update={"job": job, "digest": digest or state.export.digest})
-    return state.model_copy(update={"export": export})
+    return state.model_copy(update={"export": state.export.model_copy(update=export_changes)})
 
 
 def _as_is(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _record_id(record: dict[str, Any]) -> str:
-    return str(record[KEY_FIELD])
-
-
-def _record_id_cell(row: dict[str, str]) -> str:
-    return row[KEY_FIELD]
+def _id_and_creation(row: dict[str, Any]) -> tuple[str, str | None]:
+    """A row of an Id export (a Bulk CSV row or a REST record): its Id and, if selected, CreatedDate."""
+    return str(row[KEY_FIELD]), row.get(CREATED_FIELD)
 
 
 def status(log: Logger, message: str) -> None:

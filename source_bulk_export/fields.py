@@ -201,6 +201,9 @@ class ObjectPlan:
     def has_deleted_flag(self) -> bool:
         return DELETED_FIELD in self._by_name
 
+    def has_field(self, name: str) -> bool:
+        return name in self._by_name
+
     def soql_fields(self) -> str:
         """The SELECT list: `Id, Name, ...`."""
         return ", ".join(f.name for f in self.fields)

@@ -249,3 +249,33 @@ async def test_an_object_without_a_log_compares_its_ids_every_reconcile_period(
     assert [d["Id"] for d in emitted(shared)] == [IDS[0]]
     assert "IsDeleted" not in emitted(shared)[0]
 
+
+
+@pytest.mark.asyncio
+async def test_a_reconciliation_compares_only_the_rows_that_existed_at_the_baseline(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    """Rows created since the baseline cannot be among its deletions: they are left out of the
+    comparison, so they spend none of the digest's capacity, and the next baseline includes them."""
+    with_creation = plan_object(SObjectDescribe.model_validate({"name": "Account", "replicateable": False, "fields": [
+        {"name": "Id", "type": "id"}, {"name": "CreatedDate", "type": "datetime"},
+        {"name": "SystemModstamp", "type": "datetime"}]}))
+    baseline_at = T0 - timedelta(hours=2)
+    baseline = IdDigest()
+    baseline.add(IDS[:4])
+    shared = binding()
+    shared.backfilled = True
+    shared.deletions = DeletionsState(baseline=baseline.to_text(), baseline_at=baseline_at)
+    old, new = sf_time(baseline_at - timedelta(days=1)), sf_time(T0 - timedelta(minutes=5))
+    session.script("GET", "/query", query_all([{"Id": IDS[0], "CreatedDate": old}, {"Id": IDS[2], "CreatedDate": old},
+                                               {"Id": IDS[3], "CreatedDate": old},
+                                               {"Id": IDS[5], "CreatedDate": new}]))
+
+    await reader(session, frozen).advance(LOG, with_creation, shared, T0, T0)
+
+    assert [d["Id"] for d in emitted(shared)] == [IDS[1]]
+    soql = session.calls_to("GET", "/query")[0].params["q"]  # type: ignore[index]
+    assert soql == ("SELECT Id, CreatedDate FROM Account WHERE CreatedDate < 2026-12-01T12:00:30Z ORDER BY Id")
+    assert shared.deletions is not None and shared.deletions.baseline_at == T0
+    assert shared.deletions.baseline is not None
+    assert IdDigest.from_text(shared.deletions.baseline).count == 4  # the new row is in the next baseline
