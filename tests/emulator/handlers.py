@@ -164,7 +164,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
     out = state.jobs.results(job, _version(request), locator, page_rows)
     state.counters.locator_fetched(job.info.id, locator)
 
-    gzip = _accepts_gzip(request)
+    gzip = _accepts_gzip(request) and state.knobs.gzip_results
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=UTF-8",
@@ -192,8 +192,9 @@ async def job_results(request: web.Request) -> web.StreamResponse:
         if compressor is not None:
             await response.write(compressor.flush())
         # Counted before the terminating chunk, so a client that has read the whole page
-        # always finds it counted.
+        # always finds it counted (and, if the expiry fault fires, its job gone).
         state.counters.rows(out.page.rows, job.info.id)
+        state.jobs.page_delivered(job, out, locator)
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-page (a connector killed between sessions): nothing to answer.
