@@ -5,8 +5,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.emulator import EmulatorClient, EmulatorServer, JobRecord
-from tests.emulator.counters import PageServed
+from tests.emulator import EmulatorClient, EmulatorServer, JobEnd, JobRecord, PageServed
 
 
 def test_counters_record_every_exchange(emulator: EmulatorServer) -> None:
@@ -78,7 +77,8 @@ def test_counters_record_how_jobs_end_and_which_pages_arrived_whole(emulator: Em
     client.results(done, first.headers["Sforce-Locator"], max_records=150)
 
     counters = emulator.counters
-    assert counters.jobs_ended == {failed: "Failed", aborted: "Aborted", done: "JobComplete"}
+    assert counters.jobs_ended == {failed: JobEnd("Failed", 0), aborted: JobEnd("Aborted", 0),
+                                   done: JobEnd("JobComplete", 200)}
     assert counters.pages_served == [
         PageServed(done, None, 150, last=False),
         PageServed(done, first.headers["Sforce-Locator"], 50, last=True),

@@ -12,8 +12,8 @@ are generated on demand. See README.md in this directory.
 
 from .client import EmulatorClient
 from .clock import Clock, ManualClock, SystemClock
-from .counters import Counters, JobRecord
-from .knobs import Credentials, JobFailure, Knobs
+from .counters import Counters, JobEnd, JobRecord, PageServed
+from .knobs import Credentials, JobExpiry, JobFailure, Knobs
 from .org import Org, expected_document
 from .seeding import OrgConfig
 from .server import EmulatorServer
@@ -24,12 +24,15 @@ __all__ = [
     "Credentials",
     "EmulatorClient",
     "EmulatorServer",
+    "JobEnd",
+    "JobExpiry",
     "JobFailure",
     "JobRecord",
     "Knobs",
     "ManualClock",
     "Org",
     "OrgConfig",
+    "PageServed",
     "SystemClock",
     "expected_document",
 ]

@@ -34,7 +34,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from .binding import Bound, bind
-from .counters import Counters, JobRecord, PageServed
+from .counters import Counters, JobEnd, JobRecord, PageServed
 from .errors import ApiError, not_found
 from .ids import record_id
 from .knobs import FaultState, Knobs
@@ -323,7 +323,7 @@ class JobStore:
         job.info.state = state
         job.info.systemModstamp = json_datetime(now.replace(microsecond=0))
         if state.terminal:
-            self._counters.job_ended(job.info.id, state.value)
+            self._counters.job_ended(job.info.id, JobEnd(state.value, job.info.numberRecordsProcessed))
 
 
 def _row_identities(job: Job, page: Page) -> tuple[list[range], list[Hashable]]:

@@ -25,6 +25,14 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class JobEnd:
+    """How a Bulk job ended: its terminal state and, when JobComplete, its row count."""
+
+    state: str  # "JobComplete" | "Failed" | "Aborted"
+    rows: int  # numberRecordsProcessed
+
+
+@dataclass(frozen=True)
 class PageServed:
     """A Bulk result page delivered whole (a page cut off by a reset is not)."""
 
@@ -73,7 +81,7 @@ class Counters:
             self._rows_by_job: Counter[str] = Counter()
             self._locators: dict[str, list[str | None]] = {}
             self._pages: list[PageServed] = []
-            self._jobs_ended: dict[str, str] = {}
+            self._jobs_ended: dict[str, JobEnd] = {}
             self._jobs_expired: list[str] = []
             self._served_again: Counter[str] = Counter()
             # Per object, every row version a whole Bulk page has delivered: seeded rows by
@@ -99,9 +107,9 @@ class Counters:
         with self._lock:
             self._locators.setdefault(job_id, []).append(locator)
 
-    def job_ended(self, job_id: str, state: str) -> None:
+    def job_ended(self, job_id: str, end: JobEnd) -> None:
         with self._lock:
-            self._jobs_ended[job_id] = state
+            self._jobs_ended[job_id] = end
 
     def job_expired(self, job_id: str) -> None:
         with self._lock:
@@ -171,8 +179,8 @@ class Counters:
             return list(self._pages)
 
     @property
-    def jobs_ended(self) -> dict[str, str]:
-        """Each job's terminal state, once it reached one: JobComplete, Failed or Aborted."""
+    def jobs_ended(self) -> dict[str, JobEnd]:
+        """How each job ended, once it reached a terminal state."""
         with self._lock:
             return dict(self._jobs_ended)
 
