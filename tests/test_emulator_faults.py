@@ -1,11 +1,12 @@
 """Fault knobs: off by default, each doing exactly what it says when switched on."""
 
 import http.client
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.emulator import EmulatorClient, EmulatorServer, Knobs, Org, OrgConfig
+from tests.emulator import EmulatorClient, EmulatorServer, Knobs, ManualClock, Org, OrgConfig
 
 FAILURE = (
     "InvalidBatch : Failed to process query: QUERY_TIMEOUT: Your query request was running for too long."
@@ -27,6 +28,9 @@ def test_no_faults_by_default() -> None:
     knobs = Knobs()
 
     assert (knobs.job_failures, knobs.server_error_rate, knobs.reset_result_pages) == ([], 0.0, 0)
+    assert (knobs.reset_result_page_rate, knobs.gzip_results, knobs.job_failure_rate) == (0.0, True, 0.0)
+    assert (knobs.token_max_requests, knobs.request_limit_window) == (None, None)
+    assert (knobs.job_expiries, knobs.job_expiry_rate) == ([], 0.0)
 
 
 def test_jobs_fail_the_first_n_times(emulator: EmulatorServer, client: EmulatorClient) -> None:
@@ -80,6 +84,123 @@ def test_server_errors_can_target_endpoints(emulator: EmulatorServer, client: Em
     assert client.results(job_id).status == 503
     emulator.knobs.server_error_rate = 0.0
     assert client.results(job_id).status == 200
+
+
+def test_jobs_fail_at_a_seeded_rate_after_the_countdowns() -> None:
+    def outcomes(seed: int) -> list[str | None]:
+        knobs = Knobs(job_failure_rate=0.4, job_failure_seed=seed)
+        with EmulatorServer(Org(OrgConfig(rows=10)), knobs) as emu:
+            emu.fail_next_jobs(1, FAILURE)
+            other = EmulatorClient(emu.url)
+            other.login()
+            return [finish(other, "SELECT Id FROM Account").get("errorMessage") for _ in range(30)]
+
+    first = outcomes(3)
+    assert first == outcomes(3)  # the same seed fails the same jobs
+    assert first[0] == FAILURE  # the countdown comes first
+    drawn = first[1:]
+    assert set(drawn) == {"InternalServerError", None} and 4 <= drawn.count("InternalServerError") <= 20
+
+
+def rate_pattern(knobs: Knobs, attempt: Callable[[EmulatorServer, EmulatorClient], bool], tries: int) -> list[bool]:
+    """Which of `tries` attempts hit a rate fault, on a fresh emulator with `knobs`."""
+    with EmulatorServer(Org(OrgConfig(rows=300)), knobs) as emu:
+        other = EmulatorClient(emu.url)
+        other.login()
+        return [attempt(emu, other) for _ in range(tries)]
+
+
+def test_result_pages_are_cut_at_a_seeded_rate() -> None:
+    def cut(emu: EmulatorServer, client: EmulatorClient) -> bool:
+        job_id = client.run_job("SELECT Id FROM Account")
+        try:
+            client.results(job_id, max_records=100)
+        except http.client.IncompleteRead:
+            return True
+        return False
+
+    first = rate_pattern(Knobs(reset_result_page_rate=0.3, reset_result_page_seed=5), cut, 40)
+    assert first == rate_pattern(Knobs(reset_result_page_rate=0.3, reset_result_page_seed=5), cut, 40)
+    assert 4 <= first.count(True) <= 24
+
+
+def test_result_pages_can_be_served_without_gzip(emulator: EmulatorServer, client: EmulatorClient) -> None:
+    job_id = client.run_job("SELECT Id, Name FROM Account")
+    emulator.knobs.gzip_results = False
+    plain = client.results(job_id, max_records=50, gzip=True)
+    emulator.reset_next_result_pages(1)
+
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        client.results(job_id, max_records=50, gzip=True)
+
+    assert plain.headers.get("Content-Encoding") is None and plain.body.startswith(b'"Id","Name"\n')
+    assert cut.value.partial.startswith(b'"Id","Name"\n')  # cut off in plain CSV, not in a gzip stream
+    emulator.knobs.gzip_results = True
+    assert client.results(job_id, max_records=50, gzip=True).headers["Content-Encoding"] == "gzip"
+
+
+def test_an_access_token_dies_after_n_requests(emulator: EmulatorServer, client: EmulatorClient) -> None:
+    emulator.knobs.token_max_requests = 3
+
+    statuses = [client.get("/limits").status for _ in range(4)]
+    dead = client.get("/limits")
+    client.login()
+
+    assert statuses == [200, 200, 200, 401]
+    assert dead.status == 401 and dead.json() == [
+        {"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID"}]
+    assert [client.get("/limits").status for _ in range(4)] == [200, 200, 200, 401]  # a new token, 3 more
+
+
+def test_request_limit_exceeded_for_a_window_of_the_org_clock() -> None:
+    start = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    clock = ManualClock(start)
+    with EmulatorServer(Org(OrgConfig(rows=10), clock)) as emu:
+        client = EmulatorClient(emu.url)
+        client.login()
+        emu.exceed_request_limit(10, start=start + timedelta(seconds=5))
+
+        before = client.get("/limits")
+        clock.advance(5)
+        inside = client.get("/limits")
+        used = emu.api_usage
+        clock.advance(9)
+        still = client.get("/sobjects/")
+        clock.advance(1)
+        after = client.get("/limits")
+
+    assert (before.status, inside.status, still.status, after.status) == (200, 403, 403, 200)
+    assert inside.json() == [{"message": "ConcurrentRequests (Concurrent API Requests) Limit exceeded.",
+                              "errorCode": "REQUEST_LIMIT_EXCEEDED"}]
+    assert used == 1  # refused requests use none of the daily allocation
+
+
+def test_a_job_disappears_after_serving_n_pages(emulator: EmulatorServer, client: EmulatorClient) -> None:
+    emulator.expire_next_jobs(1, after_pages=2, object="Account")
+    short = client.run_job("SELECT Id FROM Account LIMIT 50")
+    job_id = client.run_job("SELECT Id FROM Account")
+
+    assert client.results(short, max_records=100).status == 200  # one page only: nothing follows it
+    first = client.results(job_id, max_records=60)
+    second = client.results(job_id, first.headers["Sforce-Locator"], max_records=60)
+    third = client.results(job_id, second.headers["Sforce-Locator"], max_records=60)
+
+    assert (first.status, second.status) == (200, 200)
+    assert third.status == 404 and third.json() == [
+        {"message": "The requested resource does not exist", "errorCode": "NOT_FOUND"}]
+    assert client.get(f"/jobs/query/{job_id}").status == 404  # as a deleted job
+    assert emulator.counters.jobs_expired == [job_id]
+
+
+def test_jobs_disappear_between_pages_at_a_seeded_rate() -> None:
+    def expired(emu: EmulatorServer, client: EmulatorClient) -> bool:
+        job_id = client.run_job("SELECT Id FROM Account")
+        locator = client.results(job_id, max_records=100).headers["Sforce-Locator"]
+        return client.results(job_id, locator, max_records=100).status == 404
+
+    first = rate_pattern(Knobs(job_expiry_rate=0.3, job_expiry_seed=2), expired, 40)
+    assert first == rate_pattern(Knobs(job_expiry_rate=0.3, job_expiry_seed=2), expired, 40)
+    assert 4 <= first.count(True) <= 24
 
 
 @pytest.mark.parametrize("gzip", [False, True])

@@ -543,6 +543,31 @@ def test_until_stops_after_the_matching_checkpoint(scripted: Path) -> None:
     assert seen == [1, 2, 3]
 
 
+def test_stop_on_log_stops_while_the_connector_waits(scripted: Path) -> None:
+    # A checkpoint, then a log line saying it is about to wait, then a long wait: the session
+    # stops during the wait, with the first checkpoint committed.
+    script: list[dict[str, Any]] = [
+        OPENED,
+        captured({"id": 1}),
+        checkpoint({"c": 1}),
+        stderr_log("job will be re-submitted"),
+        {"sleep": 5},
+        checkpoint({"c": 2}),
+    ]
+    lines: list[str] = []
+
+    def waiting(line: fh.LogLine) -> bool:
+        return "re-submitted" in str((line.record or {}).get("msg"))
+
+    result = run_script(scripted, script, sessions=[Session(transactions=-1, stop_on_log=waiting)], delay=30,
+                        on_log=lambda line: lines.append(line.raw))
+    (session,) = result.sessions
+    assert session.stop_reason == "logged"
+    # Stopped during the wait: the checkpoint after it was never read.
+    assert result.state == {"c": 1} and result.documents == [("acmeCo/items", {"id": 1})]
+    assert any("re-submitted" in line for line in lines)  # on_log still sees every line
+
+
 def test_backfills_complete_reads_cdk_state() -> None:
     def progress(state: dict[str, Any]) -> fh.Progress:
         cp = fh.Checkpoint(0, 0.0, [], {}, [], {}, True)

@@ -12,9 +12,9 @@ are generated on demand. See README.md in this directory.
 
 from .client import EmulatorClient
 from .clock import Clock, ManualClock, SystemClock
-from .counters import Counters, JobRecord
+from .counters import Counters, JobEnd, JobRecord, PageServed
 from .deletions import DeletedRecords, Deletion, ReplicationError
-from .knobs import Credentials, JobFailure, Knobs
+from .knobs import Credentials, JobExpiry, JobFailure, Knobs
 from .org import Org, expected_document
 from .seeding import OrgConfig
 from .server import EmulatorServer
@@ -27,12 +27,15 @@ __all__ = [
     "Deletion",
     "EmulatorClient",
     "EmulatorServer",
+    "JobEnd",
+    "JobExpiry",
     "JobFailure",
     "JobRecord",
     "Knobs",
     "ManualClock",
     "Org",
     "OrgConfig",
+    "PageServed",
     "ReplicationError",
     "SystemClock",
     "expected_document",

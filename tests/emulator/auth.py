@@ -12,8 +12,10 @@ Checks run in this order, each with Salesforce's error:
 | refresh token unknown/revoked/rotated    | invalid_grant            | expired access/refresh token   |
 
 The response has no ``expires_in`` (Salesforce sends none): an access token lives until
-``Knobs.token_ttl_seconds`` pass without it being used (inactivity timeout, §1.6), or
-until a test calls ``expire_all_tokens()``. After that every data endpoint answers 401.
+``Knobs.token_ttl_seconds`` pass without it being used (inactivity timeout, §1.6), until
+it has been accepted for ``Knobs.token_max_requests`` data requests (a fault: sessions
+that end early), or until a test calls ``expire_all_tokens()``. After that every data
+endpoint answers 401.
 """
 
 import base64
@@ -57,6 +59,7 @@ class TokenStore:
         self._clock = clock
         self._lock = threading.Lock()
         self._last_used: dict[str, datetime] = {}
+        self._uses: dict[str, int] = {}  # data requests each live token was accepted for
         self._rotated: str | None = None  # the current refresh token, once rotated
         self._revoked = False
 
@@ -67,22 +70,29 @@ class TokenStore:
         return token
 
     def check(self, token: str) -> bool:
-        """Whether ``token`` is a live access token; using it restarts its timeout."""
+        """Whether ``token`` is a live access token; using it restarts its timeout and
+        counts one use toward ``Knobs.token_max_requests``."""
         now = self._clock.now()
         ttl = self._knobs.token_ttl_seconds
+        max_uses = self._knobs.token_max_requests
         with self._lock:
             last = self._last_used.get(token)
             if last is None:
                 return False
-            if ttl is not None and (now - last).total_seconds() > ttl:
+            uses = self._uses.get(token, 0)
+            timed_out = ttl is not None and (now - last).total_seconds() > ttl
+            if timed_out or (max_uses is not None and uses >= max_uses):
                 del self._last_used[token]
+                self._uses.pop(token, None)
                 return False
             self._last_used[token] = now
+            self._uses[token] = uses + 1
             return True
 
     def expire_all(self) -> None:
         with self._lock:
             self._last_used.clear()
+            self._uses.clear()
 
     def revoke_refresh_tokens(self) -> None:
         """From now on every refresh-token grant fails with invalid_grant."""

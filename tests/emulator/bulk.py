@@ -25,6 +25,7 @@ Where Salesforce is unsure, the emulator chooses (salesforce-api.md §4.2, §4.3
 """
 
 import base64
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -33,7 +34,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from .binding import Bound, bind
-from .counters import Counters, JobRecord
+from .counters import Counters, JobEnd, JobRecord, PageServed
 from .errors import ApiError, not_found
 from .ids import record_id
 from .knobs import FaultState, Knobs
@@ -133,6 +134,7 @@ class Job:
     in_progress_seconds: float
     failure: str | None  # the errorMessage this job will fail with, decided at create
     in_progress_answers: int = 0  # polls answered InProgress so far
+    pages_served: int = 0  # whole result pages delivered, re-fetches included
     result: ResultSet | None = None
     # Every locator handed out, and the position its page starts at. Kept as long as the
     # job exists, so any page can be fetched again.
@@ -263,6 +265,18 @@ class JobStore:
             raise ApiError(400, "API_ERROR", NOT_TERMINATED)
         del self._jobs[job.info.id]
 
+    def page_delivered(self, job: Job, results: ResultsPage, locator: str | None) -> None:
+        """Count a result page delivered whole; then the expiry fault may make the job
+        disappear, if more pages follow (Salesforce deletes jobs 7 days after they complete,
+        §4.10, whatever the client is doing)."""
+        job.pages_served += 1
+        seeded, mutated = _row_identities(job, results.page)
+        page = PageServed(job.info.id, locator, results.page.rows, results.locator is None)
+        self._counters.page_served(page, job.info.object, seeded, mutated)
+        if results.locator is not None and self._faults.job_expires(job.info.object, job.pages_served):
+            self._jobs.pop(job.info.id, None)
+            self._counters.job_expired(job.info.id)
+
     def results(self, job: Job, api_version: str, locator: str | None, max_records: int) -> ResultsPage:
         """The page at ``locator`` (None: the first page), ``max_records`` rows at most."""
         if api_version != job.api_version:
@@ -305,10 +319,26 @@ class JobStore:
             self._set_state(job, JobState.JOB_COMPLETE, now)
         info.totalProcessingTime = int((now - job.created).total_seconds() * 1000)
 
-    @staticmethod
-    def _set_state(job: Job, state: JobState, now: datetime) -> None:
+    def _set_state(self, job: Job, state: JobState, now: datetime) -> None:
         job.info.state = state
         job.info.systemModstamp = json_datetime(now.replace(microsecond=0))
+        if state.terminal:
+            self._counters.job_ended(job.info.id, JobEnd(state.value, job.info.numberRecordsProcessed))
+
+
+def _row_identities(job: Job, page: Page) -> tuple[list[range], list[Hashable]]:
+    """The rows of ``page``: seeded rows as index ranges, and every other row (mutated or
+    inserted) as (Id, timeline stamp, IsDeleted), which changes with each version a
+    mutation makes (every mutation moves SystemModstamp, or CreatedDate on history)."""
+    timeline = job.bound.spec.timeline_field
+    seeded: list[range] = []
+    mutated: list[Hashable] = []
+    for segment in page.segments:
+        if isinstance(segment, range):
+            seeded.append(segment)
+        else:
+            mutated.append((segment["Id"], segment.get(timeline) if timeline else None, segment.get("IsDeleted")))
+    return seeded, mutated
 
 
 def _unsupported_construct(bound: Bound) -> str | None:

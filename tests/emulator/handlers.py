@@ -175,7 +175,7 @@ async def job_results(request: web.Request) -> web.StreamResponse:
         # A large page takes a while to render and download; this makes a small one take as long.
         await asyncio.sleep(state.knobs.result_page_delay_seconds)
 
-    gzip = _accepts_gzip(request)
+    gzip = _accepts_gzip(request) and state.knobs.gzip_results
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=UTF-8",
@@ -203,8 +203,9 @@ async def job_results(request: web.Request) -> web.StreamResponse:
         if compressor is not None:
             await response.write(compressor.flush())
         # Counted before the terminating chunk, so a client that has read the whole page
-        # always finds it counted.
+        # always finds it counted (and, if the expiry fault fires, its job gone).
         state.counters.rows(out.page.rows, job.info.id)
+        state.jobs.page_delivered(job, out, locator)
         await response.write_eof()
     except ConnectionResetError:
         # The client went away mid-page (a connector killed between sessions): nothing to answer.

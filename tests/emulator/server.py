@@ -7,7 +7,9 @@ these checks, in order, before its handler runs:
 2. the 5xx fault knob may answer 503 SERVER_UNAVAILABLE;
 3. the bearer token is live, else 401 INVALID_SESSION_ID (§1.6);
 4. the API is enabled for the org, else 403 API_DISABLED_FOR_ORG;
-5. the daily request allocation is not spent, else 403 REQUEST_LIMIT_EXCEEDED (§7);
+5. the org clock is outside the request-limit fault window, else 403
+   REQUEST_LIMIT_EXCEEDED with the concurrent-request message (§2.3);
+6. the daily request allocation is not spent, else 403 REQUEST_LIMIT_EXCEEDED (§7);
    the request is then counted and its response carries ``Sforce-Limit-Info`` (§2.5).
 
 Every error is answered in Salesforce's shape (a JSON array), including unknown paths.
@@ -16,6 +18,7 @@ Every error is answered in Salesforce's shape (a JSON array), including unknown 
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
@@ -25,7 +28,7 @@ from . import handlers
 from .auth import bearer_token
 from .counters import Counters
 from .errors import ApiError, OAuthError, not_found, session_invalid
-from .knobs import JobFailure, Knobs
+from .knobs import JobExpiry, JobFailure, Knobs
 from .org import Org
 from .soql import SoqlError
 from .state import LIMIT_INFO, STATE, EmulatorState
@@ -50,6 +53,8 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", DATA + r"/{kind:query|queryAll}/{locator}", "query_more", handlers.query_more),
 ]
 UNAUTHENTICATED = frozenset({"token", "versions"})
+# The concurrent long-running request limit's message (§2.3, observed).
+CONCURRENT_LIMIT_MESSAGE = "ConcurrentRequests (Concurrent API Requests) Limit exceeded."
 
 
 @web.middleware
@@ -82,7 +87,7 @@ async def salesforce_pipeline(request: web.Request, handler: Handler) -> web.Str
 
 
 def _admit(request: web.Request, state: EmulatorState, endpoint: str) -> None:
-    """Checks 1-5 above; raises the ApiError to answer with."""
+    """Checks 1-6 above; raises the ApiError to answer with."""
     if request.match_info["version"] not in state.knobs.versions:
         raise not_found()
     if state.faults.server_error(endpoint):
@@ -91,6 +96,8 @@ def _admit(request: web.Request, state: EmulatorState, endpoint: str) -> None:
         raise session_invalid()
     if not state.knobs.api_enabled:
         raise ApiError(403, "API_DISABLED_FOR_ORG", "The REST API is not enabled for this Organization.")
+    if state.faults.request_limited(state.org.clock.now()):
+        raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", CONCURRENT_LIMIT_MESSAGE)
     used = state.usage.charge()
     if used is None:
         raise ApiError(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
@@ -207,6 +214,22 @@ class EmulatorServer:
     def reset_next_result_pages(self, times: int = 1) -> None:
         """Cut the next ``times`` Bulk result pages off mid-body (connection reset)."""
         self.state.faults.add_result_resets(times)
+
+    def expire_next_jobs(self, times: int = 1, *, after_pages: int = 1, object: str | None = None) -> JobExpiry:
+        """Make the next ``times`` Bulk jobs (on ``object``, if set) that serve their
+        ``after_pages``-th whole result page, with more to follow, disappear right after it:
+        job info and results then answer 404 NOT_FOUND, as for a deleted job."""
+        expiry = JobExpiry(after_pages, times, object)
+        self.state.faults.add_job_expiry(expiry)
+        return expiry
+
+    def exceed_request_limit(self, seconds: float, *, start: datetime | None = None) -> tuple[datetime, datetime]:
+        """Answer every data request with 403 REQUEST_LIMIT_EXCEEDED for ``seconds`` of the
+        org clock from ``start`` (default: now); returns the window [start, end)."""
+        begin = start or self.org.clock.now()
+        window = (begin, begin + timedelta(seconds=seconds))
+        self.state.faults.set_request_limit_window(window)
+        return window
 
     def reset_counters(self) -> None:
         self.state.counters.reset()

@@ -41,7 +41,8 @@ the way `flowctl preview` groups them:
 * A session stops after its target number of transactions (flowctl's `--sessions`
   value; negative means unlimited), or earlier at the first of: `checkpoints`
   checkpoints that carried documents, `until(progress)` returning true,
-  `duration` seconds after `opened`, or the process exiting by itself. Every stop
+  `duration` seconds after `opened`, `stop_on_log(line)` returning true for a
+  stderr line (a test's hook; flowctl has none), or the process exiting by itself. Every stop
   commits the checkpoints read so far; only documents with no checkpoint after them
   are discarded. The process is then killed with SIGKILL, as flowctl does.
 * If explicit acknowledgements were requested, each commit is acknowledged right

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ class Session:
     checkpoints: stop after this many checkpoints that carried documents.
     until: stop after the checkpoint for which it returns true.
     duration: stop this many seconds after `opened`, whatever was read.
+    stop_on_log: stop as soon as a stderr line it returns true for has been read (once
+      `opened`), after reading whatever stdout the connector had written by then. It runs
+      on the stderr reader thread, like `on_log`.
     timeout: None uses `preview(timeout=...)`; `math.inf` disables it.
     """
 
@@ -43,6 +47,7 @@ class Session:
     checkpoints: int | None = None
     until: Callable[[Progress], bool] | None = None
     duration: float | None = None
+    stop_on_log: Callable[[LogLine], bool] | None = None
     timeout: float | None = None
 
 
@@ -114,7 +119,8 @@ def preview(
         spawned_at = time.monotonic()
         process = _spawn(src)
         assert process.stderr is not None
-        drain = _StderrDrain(process.stderr, on_log)
+        logged_stop = threading.Event() if plan.stop_on_log is not None else None
+        drain = _StderrDrain(process.stderr, _log_hook(on_log, plan.stop_on_log, logged_stop))
         try:
             if open_capture is None:
                 # The first session's process imports its modules while Spec runs.
@@ -137,6 +143,7 @@ def preview(
                 on_document=on_document,
                 on_checkpoint=on_checkpoint,
                 on_commit=on_commit,
+                logged_stop=logged_stop,
             )
             open_request = {
                 "open": {
@@ -161,3 +168,22 @@ def preview(
                 result=result,
             )
     return result
+
+
+def _log_hook(
+    on_log: Callable[[LogLine], None] | None,
+    stop_on_log: Callable[[LogLine], bool] | None,
+    logged_stop: threading.Event | None,
+) -> Callable[[LogLine], None] | None:
+    """The stderr callback: the caller's `on_log`, then the session's `stop_on_log`, which
+    sets `logged_stop` once it matches."""
+    if stop_on_log is None or logged_stop is None:
+        return on_log
+
+    def hook(line: LogLine) -> None:
+        if on_log is not None:
+            on_log(line)
+        if not logged_stop.is_set() and stop_on_log(line):
+            logged_stop.set()
+
+    return hook

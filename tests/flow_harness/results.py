@@ -74,8 +74,9 @@ class Commit:
 class SessionResult:
     """One connector process of a preview.
 
-    `stop_reason` is one of "transactions", "checkpoints", "until", "duration",
-    "exited", or "error" for a session that raised (found in the error's `result`).
+    `stop_reason` is one of "transactions", "checkpoints", "until", "duration", "logged"
+    (`stop_on_log`), "exited", or "error" for a session that raised (found in the error's
+    `result`).
     `state` is the state after its last commit. `exit_code` is the process's return
     code: -9 when the harness killed it. `elapsed` runs from spawn to stop; commit
     and checkpoint times count from `opened`.

@@ -7,6 +7,7 @@ import copy
 import os
 import selectors
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ READ_SIZE = 1 << 20
 splitting cheap when a capture streams millions of documents."""
 
 _CAPTURED_PREFIX = b'{"captured":{"binding":'
+
+LOGGED_STOP_POLL_SECONDS = 0.02
+"""How often a session with `stop_on_log` looks at its stop flag: the flag is set on the
+stderr thread, which cannot wake the select() on stdout."""
 """How every CDK `captured` line starts (pydantic and orjson both put `binding`
 first), so a count-only preview can skip parsing documents."""
 
@@ -56,6 +61,7 @@ class _SessionRunner:
         on_document: Callable[[str, Any], None] | None,
         on_checkpoint: Callable[[Progress], None] | None,
         on_commit: Callable[[Commit], None] | None,
+        logged_stop: threading.Event | None = None,
     ) -> None:
         self.index = index
         self.plan = plan
@@ -73,6 +79,7 @@ class _SessionRunner:
         self.on_document = on_document
         self.on_checkpoint = on_checkpoint
         self.on_commit = on_commit
+        self.logged_stop = logged_stop
 
         self.started = spawned_at
         self.opened_at: float | None = None
@@ -140,7 +147,12 @@ class _SessionRunner:
         with selectors.DefaultSelector() as selector:
             selector.register(fd, selectors.EVENT_READ)
             while self.stop_reason is None:
-                if not selector.select(self._next_wakeup()):
+                # Once `stop_on_log` matched: read what stdout holds right now, then stop.
+                logged = self._logged()
+                if not selector.select(0.0 if logged else self._next_wakeup()):
+                    if logged:
+                        self._stop_logged()
+                        return
                     self._on_tick(time.monotonic(), result)
                     continue
                 chunk = os.read(fd, READ_SIZE)
@@ -165,7 +177,18 @@ class _SessionRunner:
                     partial.append(tail)
                 if self._on_lines(lines, result):
                     return
+                if logged:
+                    self._stop_logged()
+                    return
                 self._on_tick(time.monotonic(), result)
+
+    def _logged(self) -> bool:
+        """Whether `stop_on_log` has matched a line and the session is open."""
+        return self.logged_stop is not None and self.logged_stop.is_set() and self.opened_at is not None
+
+    def _stop_logged(self) -> None:
+        self.stop_reason = "logged"
+        self._commit(time.monotonic())
 
     def _waiting_on_connector(self) -> bool:
         """Whether silence would be a hang: `opened` is due, or the transaction has no
@@ -190,7 +213,8 @@ class _SessionRunner:
         if self.timeout is not None and self._waiting_on_connector():
             deadlines.append(self._idle_since() + self.timeout)
         # Wake at least once a second anyway: cheap, and bounds any clock surprise.
-        return min([1.0, *(max(0.0, d - time.monotonic()) for d in deadlines)])
+        wakeup = LOGGED_STOP_POLL_SECONDS if self.logged_stop is not None else 1.0
+        return min([wakeup, *(max(0.0, d - time.monotonic()) for d in deadlines)])
 
     def _on_tick(self, now: float, result: PreviewResult) -> None:
         """Apply the time-based rules: commit after `delay`, stop at `duration`, time out."""
