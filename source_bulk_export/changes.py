@@ -219,3 +219,4 @@ async def _window_pages(exports: Exports, log: Logger, plan: ObjectPlan, binding
         return
     following = on_page_read(reached, None, state.job_rows, unit)
     await binding.save(delta_export=following)
+    await exports.bulk.finish(log, state.job_id)  # checkpointed past it: nothing will read it again

@@ -283,7 +283,9 @@ class Deletions:
             await binding.save(deletions=state)
             return state
         if page.next_locator is None:
-            return await self._finish(log, plan, binding, state, export, fold)
+            state = await self._finish(log, plan, binding, state, export, fold)
+            await self._exports.bulk.finish(log, job.job_id)
+            return state
         assert page.rows_after is not None
         reading = ReadingPage(job.unit, job.job_id, job.created_at, job.job_rows, page.next_locator, page.rows_after)
         state = _with(state, job=encode(reading), **fold.texts())

@@ -236,6 +236,7 @@ class Exports:
                              lag: timedelta) -> AsyncGenerator[Document | BackfillState, None]:
         last_id = state.unit.after_id
         following: BackfillState | None
+        read_to_the_end = False
         try:
             page = await self.bulk.page(log, completed_job(plan, state, "query"), plan.csv_transform(),
                                         state.locator, rows_before=state.rows_before)
@@ -250,9 +251,12 @@ class Exports:
         else:
             assert page.rows_after is not None
             following = on_page_read(state, page.next_locator, page.rows_after, replace(state.unit, after_id=last_id))
+            read_to_the_end = page.next_locator is None
         following = following or Complete()
         yield following
         binding.hold = hold_for(following, lag)
+        if read_to_the_end:
+            await self.bulk.finish(log, state.job_id)  # checkpointed past it: nothing will read it again
 
     async def _backfill_rest_page(self, log: Logger, plan: ObjectPlan, binding: Binding, state: ReadingRest,
                                   select: Callable[[Slice], str], lag: timedelta,
@@ -316,6 +320,7 @@ class Exports:
                         raise  # part of the pass is out already: fail it, and the restart exports anew
                     continue
                 await binding.save(snapshot_export=None)
+                await self.bulk.finish(log, state.job_id)
                 return
             assert isinstance(state, ToSubmit | JobRunning | JobBackingOff)
             async for outcome in self.run_job(log, state, lambda _: soql, "query", plan.name,

@@ -1,10 +1,10 @@
 """Bulk API 2.0 query jobs: submit -> poll -> stream result pages -> delete.
 
-`BulkJobs` owns a job from its creation to its deletion: a job that completes is deleted once its
-last page has been read, one that fails or is abandoned as soon as it is terminal, so no caller can
-leave one behind. Callers build the SOQL, turn rows into documents, and keep where a job stands in
-their checkpoint (states.py): this module keeps nothing about a job in memory between calls, so a
-restart can poll the same job, or read on from a locator, with nothing lost.
+`BulkJobs` owns a job from its creation to its deletion: a job that fails or is abandoned is deleted
+as soon as it is terminal; a complete one some minutes after `finish` says its last page was read
+(see FINISHED_JOB_GRACE). Callers build the SOQL, turn rows into documents, and keep where a job
+stands in their checkpoint (states.py): this module keeps nothing about a job in memory that a restart
+needs, so a restart can poll the same job, or read on from a locator, with nothing lost.
 """
 
 import asyncio
@@ -12,7 +12,7 @@ import zlib
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from logging import Logger
 from typing import Any, Literal, cast
 
@@ -54,6 +54,11 @@ WAIT_TIMEOUT_S = 2 * 60 * 60.0
 # Aborting and deleting an abandoned job is a courtesy to the org's query capacity; a stop must
 # not hang on it.
 ABANDON_TIMEOUT_S = 30.0
+# A complete job is deleted this long after its last page was read. The checkpoint that moves past
+# the job is written by then, but Flow may not have committed it yet, and a connector killed in between
+# restarts from the checkpoint before, which reads that last page again: the job must still be there.
+# A process that stops within the grace leaves the job to Salesforce, which deletes jobs after 7 days.
+FINISHED_JOB_GRACE_S = 5 * 60.0
 # Rows per result page. At ~500 bytes a row a page is ~25 MB of CSV (~5 MB gzip): few requests
 # (each counts against the daily allocation), and a restart re-reads at most one page.
 # Salesforce may return fewer rows when a page would be too big.
@@ -84,7 +89,7 @@ class ResultPage[R]:
     broke off and the page was re-fetched: then the rows before the break come again (a duplicate
     is harmless under the collection key; a skipped row is not). It never yields a partial row.
     When `rows` ends without an error, all `expected_rows` were yielded and the caller may
-    checkpoint `next_locator` (None: this was the last page, and the job has been deleted) and
+    checkpoint `next_locator` (None: this was the last page: `finish` the job after that checkpoint) and
     `rows_after`. When it raises, checkpoint nothing from this page.
     """
 
@@ -119,6 +124,7 @@ class BulkJobs:
         self._slots = asyncio.Semaphore(max_concurrent_jobs)
         self._waits = waits
         self._max_records = max_records
+        self._finished: dict[str, datetime] = {}  # complete jobs read to the end: when to delete them
 
     def slot(self) -> AbstractAsyncContextManager[Any]:
         """One of the `max_concurrent_jobs` places for a job between creation and a terminal state."""
@@ -127,6 +133,7 @@ class BulkJobs:
     async def submit(self, log: Logger, soql: str, operation: Operation, object_name: str) -> JobInfo:
         """Create a job. A refusal whose text classifies (unsupported object, limits) raises that
         BulkJobError; any other refusal propagates as SalesforceError."""
+        await self._delete_finished(log)
         body = {"operation": operation, "query": soql, "contentType": "CSV", "columnDelimiter": "COMMA",
                 "lineEnding": "LF"}
         try:
@@ -144,7 +151,7 @@ class BulkJobs:
         """Poll the job until it is JobComplete, Failed or Aborted, and return that JobInfo.
 
         A Failed or Aborted job has been deleted by then (`classify_job` says what it means); a
-        complete one is deleted once its last page is read. Returns None, the job left running,
+        complete one is left for its pages and `finish`. Returns None, the job left running,
         when a graceful stop cuts the wait short: the caller's checkpoint still names the job.
         Polls come POLL_FIRST_S apart, doubling to POLL_MAX_S. A job still running WAIT_TIMEOUT_S
         after `created` is abandoned (aborted and deleted) and JobTimeoutError raised. A job
@@ -153,6 +160,7 @@ class BulkJobs:
         a stop must not cut short).
         """
         waits = waits or self._waits
+        await self._delete_finished(log)
         delay = POLL_FIRST_S
         job = await self._get(log, job_id, object_name)
         while job.state not in TERMINAL_JOB_STATES:
@@ -184,6 +192,18 @@ class BulkJobs:
         except Exception as err:  # best effort: whatever made the caller give up on the job matters more
             log.warning("could not abort or delete bulk job", {"job_id": job.id, "error": str(err)})
 
+    async def finish(self, log: Logger, job_id: str) -> None:
+        """Say that a complete job's last page has been read and checkpointed past: it is deleted
+        FINISHED_JOB_GRACE_S later, by whichever call of this object comes then."""
+        self._finished[job_id] = self._waits.after(timedelta(seconds=FINISHED_JOB_GRACE_S))
+        await self._delete_finished(log)
+
+    async def _delete_finished(self, log: Logger) -> None:
+        now = self._waits.now()
+        for job_id in [job_id for job_id, due in self._finished.items() if due <= now]:
+            del self._finished[job_id]
+            await self._delete(log, job_id)
+
     async def _get(self, log: Logger, job_id: str, object_name: str) -> JobInfo:
         try:
             return await self._session.request_model(log, f"{JOBS_PATH}/{job_id}", JobInfo)
@@ -213,6 +233,7 @@ class BulkJobs:
         """
         if job.state != JobState.JOB_COMPLETE:
             raise ValueError(f"bulk job {job.id} is {job.state}: only a JobComplete job has results")
+        await self._delete_finished(log)
         headers, body = await self._open(log, job, locator)
         page: ResultPage[R] = ResultPage(job, locator, _next_locator(headers), _record_count(job, locator, headers),
                                          rows_before)
@@ -278,7 +299,6 @@ class BulkJobs:
                     job_id=job.id, object=job.object, locator=page.locator, expected=job.numberRecordsProcessed,
                     actual=total)
             log.info("bulk job results read", {"job_id": job.id, "object": job.object, "rows": total})
-            await self._delete(log, job.id)
         page.consumed = True
 
     async def _open(self, log: Logger, job: JobInfo, locator: str | None) -> tuple[Headers, BodyStream]:

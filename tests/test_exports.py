@@ -289,11 +289,14 @@ async def test_a_slice_is_submitted_waited_for_and_read_page_by_page_holding_the
     # the delta stream reads nothing newer than the job may hold an older version of.
     assert holds[0] == T0 - LAG
     assert holds[1:] == [T0 - timedelta(seconds=2) - LAG] * 4
+    assert session.calls_to("DELETE") == []  # its checkpoint names a page still to read
 
     second = await call(first[-1])
     assert [d["Id"] for d in second[:-1]] == [ROWS[2][0]]
     assert second[-1] == Complete()  # 3 rows in a slice of 4: the keyset walk reached the end
     assert shared.hold is None
+    # Left for FINISHED_JOB_GRACE_S after the checkpoint past its last page, then deleted.
+    assert session.calls_to("DELETE") == []
     assert await call(Complete()) == []
 
 

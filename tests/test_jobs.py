@@ -299,8 +299,9 @@ async def test_results_page_by_locator_until_null(
         ],
     )
     seen: list[tuple[str | None, str | None, int | None, list[tuple[str, str]]]] = []
+    jobs_ = bulk(session, frozen, max_records=2)
 
-    async for page in bulk(session, frozen, max_records=2).results(LOG, completed(rows=5), identity):
+    async for page in jobs_.results(LOG, completed(rows=5), identity):
         rows = [(r["Id"], r["Name"]) async for r in page.rows]
         seen.append((page.locator, page.next_locator, page.rows_after, rows))
 
@@ -315,9 +316,8 @@ async def test_results_page_by_locator_until_null(
     assert first.headers == {"Accept": "text/csv", "Accept-Encoding": "gzip"}
     done = [r.args for r in caplog.records if r.getMessage() == "bulk job results read"]
     assert done == [{"job_id": JOB, "object": "Account", "rows": 5}]
-    # The job is deleted once its last page has been read, and not before.
-    assert [(c.method, c.params) for c in session.calls if c.path.startswith(f"/jobs/query/{JOB}")][-2:] == [
-        ("GET", {"maxRecords": 2, "locator": "MjAwMDAw"}), ("DELETE", None)]
+    # Reading the last page does not delete the job: the caller's checkpoint still names that page.
+    assert session.calls_to("DELETE") == []
 
 
 @pytest.mark.asyncio
@@ -491,12 +491,18 @@ async def test_results_of_a_vanished_job(session: FakeSession, frozen: FrozenTim
 
 
 @pytest.mark.asyncio
-async def test_a_job_already_gone_when_its_last_page_is_read_is_no_error(
-    session: FakeSession, frozen: FrozenTime
-) -> None:
-    script_pages(session, JOB, [(None, page_stream(csv_page(ROWS[:1]), None, 1))])
-    session.script("DELETE", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "gone"))
+async def test_a_finished_job_is_deleted_after_the_grace_by_the_next_call(session: FakeSession, frozen: FrozenTime) -> None:
+    """A checkpoint is written before Flow commits it: a restart from the one before must still find
+    the job's last page."""
+    session.script("DELETE", f"/jobs/query/{JOB}", sf_error(404, "NOT_FOUND", "gone"))  # already gone: fine
+    session.script("POST", "/jobs/query", job_json("750B", "UploadComplete"))
+    jobs_ = bulk(session, frozen)
 
-    page = await bulk(session, frozen).page(LOG, completed(rows=1), identity)
-    assert [r["Id"] async for r in page.rows] == [ROWS[0][0]]
-    assert page.consumed and len(session.calls_to("DELETE")) == 1
+    await jobs_.finish(LOG, JOB)
+    await frozen.sleep(jobs.FINISHED_JOB_GRACE_S - 1)
+    await jobs_.submit(LOG, SOQL, "query", "Account")
+    assert session.calls_to("DELETE") == []
+
+    await frozen.sleep(1)
+    await jobs_.submit(LOG, SOQL, "query", "Account")
+    assert [c.path for c in session.calls_to("DELETE")] == [f"/jobs/query/{JOB}"]

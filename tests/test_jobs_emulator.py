@@ -89,7 +89,7 @@ async def test_a_transient_failure_backs_off_then_the_job_is_submitted_again(
     first, retried = (s for s in states if isinstance(s, JobRunning))
     assert first.job_id != retried.job_id and retried.attempt == 1
     assert isinstance(states[-1], ReadingPage) and states[-1].job_rows == ROWS
-    assert emu.counters.requests["job_delete"] == 1  # the failed job; the complete one once it is read
+    assert emu.counters.requests["job_delete"] == 1  # the failed job; the complete one is finished once read
 
 
 @pytest.mark.asyncio
