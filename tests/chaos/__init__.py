@@ -7,10 +7,14 @@ burst in one second, a late commit inside the lag, and all of them at once) unde
 restart pattern (restarts.py: none, after every checkpoint, at random moments every 1-3 s,
 during a backoff). Each cell gets a fresh emulator and runs the connector as a process
 through the flowctl stand-in, one session after another with the state carried over, until
-the capture is complete (capture.py): every backfill done and every delta cursor past the
-last change the cell made (changes.py), and a snapshot pass after its change. Then it
-compares every bound object's collection with the emulator's truth and measures jobs,
-slices, re-submissions and re-exported rows against the budgets (measure.py).
+the capture is complete (capture.py): every backfill done, every delta cursor past the
+changes the cell made once the backfills had started, and a snapshot pass completed after
+the snapshot object's change (changes.py). Then it compares every bound object's collection
+with the emulator's truth and measures jobs, slices, re-submissions and re-exported rows
+against the budgets (measure.py). Every figure comes from the emulator's counters, so the
+matrix judges any connector that speaks the protocol, whatever state layout it keeps (it
+reads only the CDK's `backfill`, `inc.cursor` and `snapshot.updated_at`, plus any
+`"phase": "backing_off"` for the backoff pattern).
 
     python -m tests.chaos [--accounts N] [--cells PATTERN] [--seed S]
     make chaos                      # the whole matrix on ~200k Accounts

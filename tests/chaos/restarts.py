@@ -7,10 +7,9 @@ also stops as soon as the capture is complete, and none outlives the cell's wall
 
 - **none**: one session runs until the capture is complete (a new one only if it exits).
 - **checkpoint**: each session stops right after its first checkpoint that carries
-  documents. (Not its first checkpoint of any kind: every session starts with delta
-  cursors moving over empty windows and snapshots re-reading unchanged rows, and stopping
-  there would end every session before a backfill could read a page, whatever the
-  connector did.)
+  documents. (Not its first checkpoint of any kind: every session starts with eight delta
+  cursors moving over empty windows, and stopping there would end every session before a
+  backfill could read a page, whatever the connector did.)
 - **random**: each session stops at a random moment 1-3 s after it opened (seeded).
 - **backoff**: each session stops as soon as the connector is waiting out a backoff
   (`backing_off`), so every wait the connector starts is cut short by a restart.
