@@ -6,6 +6,7 @@
 #   make fix        ruff check --fix (import order and other safe fixes)
 #   make snapshots  pytest --insta=update (re-record snapshots)
 #   make demo | bench | emulator PORT=8765 ROWS=10000
+#   make chaos      the fault matrix of issue 7 on ~200k Accounts (CHAOS_ARGS="--cells 'everything/*'")
 #   make catalog    regenerate test.flow.yaml bindings and acmeCo/ from a discover against the emulator
 #   make lock       re-resolve poetry.lock after editing pyproject.toml
 #   make clean      remove .venv, .tools and caches
@@ -25,11 +26,13 @@ ROWS ?= 10000
 # LINT=0 skips ruff and mypy in `make test`.
 LINT ?= 1
 PYTEST_ARGS ?=
+# Extra arguments of `python -m tests.chaos` (--accounts N, --cells PATTERN, --seed S).
+CHAOS_ARGS ?=
 
 # Poetry would pick an activated virtualenv over the project's .venv.
 unexport VIRTUAL_ENV
 
-.PHONY: setup test lint fix pytest snapshots demo bench emulator catalog lock check-lock clean
+.PHONY: setup test lint fix pytest snapshots demo bench chaos emulator catalog lock check-lock clean
 
 setup:
 	@tools/bootstrap.sh
@@ -63,6 +66,10 @@ demo: setup
 
 bench: setup
 	$(POETRY_RUN) python -m tests.bench
+
+# Every fault x restart cell on a large org; prints the table, non-zero if a cell fails.
+chaos: setup
+	$(POETRY_RUN) python -m tests.chaos $(CHAOS_ARGS)
 
 emulator: setup
 	$(POETRY_RUN) python -m tests.emulator --port $(PORT) --rows $(ROWS)
