@@ -59,12 +59,18 @@ def backfill_soql(plan: ObjectPlan, cutoff: datetime, start_date: datetime | Non
     return f"{plan.soql_select()} WHERE {' AND '.join(conditions)} ORDER BY {KEY_FIELD} LIMIT {part.rows}"
 
 
-def changes_soql(plan: ObjectPlan, after: datetime, through: datetime) -> str:
-    """Rows with `after < cf <= through`, in (cf, Id) order, deleted ones included by queryAll."""
+def changes_soql(plan: ObjectPlan, after: datetime, through: datetime, after_row: tuple[datetime, str] | None = None,
+                 ) -> str:
+    """Rows with `after < cf <= through`, in (cf, Id) order, deleted ones included by queryAll; with
+    `after_row` (a cf and an Id), only the rows after it in that order."""
     assert plan.cursor_field is not None
     cf = plan.cursor_field
-    return (f"{plan.soql_select()} WHERE {cf} > {soql_datetime(after)} AND {cf} <= {soql_datetime(through)}"
-            f" ORDER BY {cf}, {KEY_FIELD}")
+    conditions = f"{cf} > {soql_datetime(after)} AND {cf} <= {soql_datetime(through)}"
+    if after_row is not None:
+        stamp, record_id = after_row
+        conditions += (f" AND ({cf} > {soql_datetime(stamp)}"
+                       f" OR ({cf} = {soql_datetime(stamp)} AND {KEY_FIELD} > {soql_string(record_id)}))")
+    return f"{plan.soql_select()} WHERE {conditions} ORDER BY {cf}, {KEY_FIELD}"
 
 
 def snapshot_soql(plan: ObjectPlan) -> str:
@@ -161,8 +167,8 @@ async def fetch_changes(exports: Exports, deletions: Deletions, plan: ObjectPlan
         horizon = min(horizon, binding.hold)
     horizon = await deletions.advance(log, plan, binding, cursor, horizon)
 
-    def select(after: datetime, through: datetime) -> str:
-        return changes_soql(plan, after, through)
+    def select(after: datetime, through: datetime, after_row: tuple[datetime, str] | None = None) -> str:
+        return changes_soql(plan, after, through, after_row)
 
     async for item in read_changes(exports, log, plan, binding, cursor, horizon, bulk_threshold, select,
                                    fits_in_a_rest_url):

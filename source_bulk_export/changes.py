@@ -10,18 +10,19 @@ A LogCursor `t` is yielded only once every row with `cursor field <= t` has been
 seconds, once DELTA_CHECKPOINT_ROWS documents have passed, and at the window's end.
 """
 
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from logging import Logger
+from typing import Any
 
 from estuary_cdk.capture.common import LogCursor
 
 from .checkpoints import Binding
 from .exports import Exports, Path, choose_path, completed_job
-from .fields import Document, ObjectPlan
+from .fields import KEY_FIELD, Document, ObjectPlan
 from .job_errors import JobNotFoundError
-from .states import JobBackingOff, JobRunning, ReadingPage, Refused, ToSubmit, Window, on_lost, on_page_read
+from .states import JobBackingOff, JobRunning, ReadingPage, Refused, ToSubmit, Window, on_lost
 
 # A checkpoint falls at the first whole-second boundary after this many documents, so a window of a
 # million changes is many small units of work, not one.
@@ -32,7 +33,7 @@ DELTA_CHECKPOINT_ROWS = 10_000
 # keep a graceful stop prompt.
 DELTA_ROWS_PER_CALL = 200_000
 
-type SelectChanges = Callable[[datetime, datetime], str]
+type SelectChanges = Callable[..., str]  # (after, through, after_row=None) -> SOQL (api.changes_soql)
 type Fits = Callable[[str], bool]
 
 
@@ -66,11 +67,10 @@ class _Progress:
 
 
 async def _checkpointed(docs: AsyncGenerator[Document, None], plan: ObjectPlan, through: datetime,
-                        progress: _Progress, on_checkpoint: Callable[[datetime], Awaitable[None]] | None = None,
-                        ) -> AsyncGenerator[Document | LogCursor, None]:
+                        progress: _Progress) -> AsyncGenerator[Document | LogCursor, None]:
     """Documents in (cf, Id) order, with a LogCursor at each whole second fully emitted once
     DELTA_CHECKPOINT_ROWS documents have passed, then `through` at the end (when it is past the last
-    cursor). `on_checkpoint` runs after each intermediate cursor has been checkpointed.
+    cursor).
 
     When `progress` runs out of documents it stops at the next second boundary after a cursor, and
     marks itself exhausted instead of yielding `through`.
@@ -88,8 +88,6 @@ async def _checkpointed(docs: AsyncGenerator[Document, None], plan: ObjectPlan, 
                     progress.cursor = parse_datetime(current)
                     yield progress.cursor
                     since_checkpoint = 0
-                    if on_checkpoint is not None:
-                        await on_checkpoint(progress.cursor)
                     if progress.remaining <= 0:
                         progress.exhausted = True
                         return
@@ -144,7 +142,7 @@ async def _bulk_window(exports: Exports, log: Logger, plan: ObjectPlan, binding:
     while (state := binding.delta_export) is not None:
         match state:
             case ReadingPage():
-                async for item in _window_pages(exports, log, plan, binding, state, progress):
+                async for item in _window_page(exports, log, plan, binding, state, progress):
                     yield item
                 if progress.exhausted:
                     return
@@ -173,50 +171,68 @@ async def _bulk_window(exports: Exports, log: Logger, plan: ObjectPlan, binding:
 
 
 def _window_soql(select: SelectChanges) -> Callable[[Window], str]:
-    return lambda window: select(window.lower, window.upper)
+    def soql(window: Window) -> str:
+        after_row = None
+        if window.after_stamp is not None and window.after_id is not None:
+            after_row = (window.after_stamp, window.after_id)
+        return select(window.lower, window.upper, after_row)
+
+    return soql
 
 
-async def _window_pages(exports: Exports, log: Logger, plan: ObjectPlan, binding: Binding,
-                        state: ReadingPage[Window], progress: _Progress) -> AsyncGenerator[Document | LogCursor, None]:
-    """Read a sub-window's completed job from the page its checkpoint names, skipping the rows a
-    LogCursor already covers; each intermediate LogCursor also checkpoints the page it was reached in
-    (every row before that page is covered by it), so a restart re-reads at most that page."""
+async def _window_page(exports: Exports, log: Logger, plan: ObjectPlan, binding: Binding,
+                       state: ReadingPage[Window], progress: _Progress) -> AsyncGenerator[Document | LogCursor, None]:
+    """Read one page of a sub-window's completed job. Its documents and the state after it (the next
+    page, with the sub-window's watermark moved to its last row) are one transaction, so a restart
+    re-reads at most the page in flight, and a job lost mid-read is exported again only for the rows
+    after the watermark. After the sub-window's last page, the LogCursor moves to its end.
+
+    The delta stream's own LogCursor cannot checkpoint inside one second, and a mass update puts
+    thousands of rows in one second: that is why these documents go with the export's state instead.
+    Rows a LogCursor already covers (a page read again after a restart) are skipped.
+    """
     assert plan.cursor_field is not None
     cf = plan.cursor_field
     skip_through = document_datetime(progress.cursor)
-    reached = state  # the page holding the newest row pulled from the job so far
-    job = completed_job(plan, state, "queryAll")
+    unit = state.unit
+    last: Document | None = None
+    try:
+        page = await exports.bulk.page(log, completed_job(plan, state, "queryAll"), plan.csv_transform(),
+                                       state.locator, rows_before=state.rows_before)
+    except JobNotFoundError:
+        log.warning("bulk job is gone before its pages were read; exporting the rest of its window again",
+                    {"job_id": state.job_id, "object": plan.name, "after": (unit.after_stamp, unit.after_id)})
+        await binding.save(delta_export=on_lost(state))
+        return
 
     async def documents() -> AsyncGenerator[Document, None]:
-        nonlocal reached
-        locator, rows_before = state.locator, state.rows_before
-        while True:
-            page = await exports.bulk.page(log, job, plan.csv_transform(), locator, rows_before=rows_before)
-            reached = replace(state, locator=locator, rows_before=rows_before)
-            async for doc in page.rows:
-                if doc[cf] > skip_through:
-                    yield doc
-            if page.next_locator is None:
-                return
+        nonlocal last
+        async for doc in page.rows:
+            if doc[cf] > skip_through:
+                last = doc
+                progress.remaining -= 1
+                yield doc
+
+    def moved_on() -> dict[str, Any]:
+        watermark = unit if last is None else replace(unit, after_stamp=parse_datetime(last[cf]).replace(microsecond=0),
+                                                      after_id=last[KEY_FIELD])
+        if page.next_locator is not None:
             assert page.rows_after is not None
-            locator, rows_before = page.next_locator, page.rows_after
+            return {"delta_export": replace(state, unit=watermark, locator=page.next_locator,
+                                            rows_before=page.rows_after)}
+        following = watermark.following(state.job_rows)
+        if following is not None:
+            return {"delta_export": ToSubmit(following)}
+        # The last sub-window: its state stays until the LogCursor below has moved past it.
+        return {"delta_export": replace(state, unit=watermark)}
 
-    async def remember_page(_: datetime) -> None:
-        await binding.save(delta_export=reached)
-
-    unit = state.unit
-    try:
-        async for item in _checkpointed(documents(), plan, unit.upper, progress, remember_page):
-            yield item
-    except JobNotFoundError:
-        # Everything up to the last cursor was emitted: export only the rest of the sub-window again.
-        log.warning("bulk job is gone before its pages were read; exporting the rest of its window again",
-                    {"job_id": state.job_id, "object": plan.name, "cursor": progress.cursor})
-        await binding.save(delta_export=on_lost(replace(state, unit=replace(unit, lower=max(unit.lower,
-                                                                                           progress.cursor)))))
+    await binding.save_streamed(documents(), moved_on)
+    if page.next_locator is not None:
+        progress.exhausted = progress.remaining <= 0
         return
-    if progress.exhausted:
-        return
-    following = on_page_read(reached, None, state.job_rows, unit)
-    await binding.save(delta_export=following)
+    if unit.upper > progress.cursor:
+        progress.cursor = unit.upper
+        yield unit.upper
+    if isinstance(binding.delta_export, ReadingPage):
+        await binding.save(delta_export=None)
     await exports.bulk.finish(log, state.job_id)  # checkpointed past it: nothing will read it again

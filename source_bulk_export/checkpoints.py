@@ -10,7 +10,7 @@ runs it in, so these are written through the capture's root Task, one transactio
 """
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -71,6 +71,21 @@ class Checkpoints:
         if self._opened >= self._bindings:
             self._ready.set()
 
+    async def write_streamed(self, state_key: str, index: int, documents: AsyncIterator[Any],
+                             patch: Callable[[], ResourceState]) -> None:
+        """Emit every document `documents` yields (of binding `index`) and then `patch()` as one
+        transaction; nothing of it when `documents` raises."""
+        await self._ready.wait()
+        assert self._task is not None
+        async with self._turn:
+            try:
+                async for document in documents:
+                    self._task.captured(index, document)
+            except BaseException:
+                self._task.reset()
+                raise
+            await self._task.checkpoint(ConnectorState(bindingStateV1={state_key: patch()}))
+
     async def write(self, state_key: str, patch: ResourceState, documents: Sequence[tuple[int, Any]] = ()) -> None:
         """Emit `documents` ((binding index, document) pairs) and the state patch as one transaction."""
         await self._ready.wait()
@@ -113,6 +128,19 @@ class Binding:
             deletions=DeletionsState.model_validate(state.deletions) if state.deletions else None,
             backfilled=state.backfill is None,
         )
+
+    async def save_streamed(self, documents: AsyncIterator[Any], changes: Callable[[], dict[str, Any]]) -> None:
+        """Like `save`, for documents read as they are emitted: `changes()` is called once they all were."""
+        applied: dict[str, Any] = {}
+
+        def patch() -> ResourceState:
+            applied.update(changes())
+            return ResourceState(**{name: self._encode(name, value, getattr(self, name))
+                                    for name, value in applied.items()})
+
+        await self.checkpoints.write_streamed(self.state_key, self.index, documents, patch)
+        for name, value in applied.items():
+            setattr(self, name, value)
 
     async def save(self, documents: Sequence[Any] = (), **changes: Any) -> None:
         """Persist `changes` (bulk_refused, delta_export, snapshot_export, deletions), with `documents` of

@@ -97,23 +97,32 @@ class Slice:
 
 @dataclass(frozen=True, slots=True)
 class Window:
-    """Rows with `lower < cursor field <= upper`: one sub-window of a delta window ending at `through`."""
+    """Rows with `lower < cursor field <= upper`: one sub-window of a delta window ending at `through`.
+
+    While its pages are read, (`after_stamp`, `after_id`) follows the last row emitted, in (cursor
+    field, Id) order: a job lost mid-read is re-submitted for the rows after it, and so is not read
+    twice even when thousands of rows share one second.
+    """
 
     KIND: ClassVar[str] = "window"
     lower: datetime
     upper: datetime
     through: datetime
+    after_stamp: datetime | None = None
+    after_id: str | None = None
 
     def split(self) -> "Window | None":
-        if self.upper - self.lower <= timedelta(seconds=1):
+        first = self.lower if self.after_stamp is None else max(self.lower, self.after_stamp - timedelta(seconds=1))
+        if self.upper - first <= timedelta(seconds=1):
             return None
-        half = timedelta(seconds=(self.upper - self.lower).total_seconds() // 2)
-        return replace(self, upper=self.lower + half)
+        half = timedelta(seconds=(self.upper - first).total_seconds() // 2)
+        return replace(self, lower=first, upper=first + half)
 
     def following(self, job_rows: int) -> "Window | None":
         if self.upper >= self.through:
             return None
-        return replace(self, lower=self.upper, upper=min(self.through, self.upper + (self.upper - self.lower)))
+        width = self.upper - self.lower
+        return Window(self.upper, min(self.through, self.upper + width), self.through)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,11 +301,11 @@ _STATES: dict[str, type[Any]] = {
     cls.PHASE: cls for cls in (ToSubmit, JobRunning, JobBackingOff, ReadingPage, ReadingRest, Complete)
 }
 _UNITS: dict[str, type[Any]] = {cls.KIND: cls for cls in (Slice, Window, Whole)}
-_DATETIMES = frozenset({"created_at", "retry_at", "limited_since", "lower", "upper", "through"})
+_DATETIMES = frozenset({"created_at", "retry_at", "limited_since", "lower", "upper", "through", "after_stamp"})
 # Every key any state can have. A checkpoint is a JSON merge patch, so each one writes all of them
 # (null where unused): a key left out would keep the previous state's value.
-KEYS = ("phase", "unit", "after_id", "rows", "lower", "upper", "through", "attempt", "job_id", "created_at",
-        "retry_at", "failure", "limited_since", "job_rows", "locator", "rows_before")
+KEYS = ("phase", "unit", "after_id", "rows", "lower", "upper", "through", "after_stamp", "attempt", "job_id",
+        "created_at", "retry_at", "failure", "limited_since", "job_rows", "locator", "rows_before")
 
 
 def encode(state: State) -> dict[str, Any]:

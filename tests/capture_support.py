@@ -39,8 +39,8 @@ captures:
 TEST_ENV = {"SOURCE_BULK_EXPORT_WAIT_SCALE": "0.001"}
 
 
-# The Id-only exports deletions.py takes for its baselines and reconciliations (`SELECT Id FROM X`).
-ID_EXPORT = re.compile(r"SELECT Id FROM \w+")
+# The Id-only exports deletions.py takes for its baselines and reconciliations.
+ID_EXPORT = re.compile(r"SELECT Id(, CreatedDate)? FROM \w+( WHERE CreatedDate < \S+)?")
 
 
 def row_jobs(emulator: EmulatorServer) -> list[JobRecord]:

@@ -9,7 +9,7 @@ import asyncio
 import gzip
 import json
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from logging import Logger
 from typing import Any
@@ -215,6 +215,11 @@ class RecordedCheckpoints(Checkpoints):
     async def write(self, state_key: str, patch: ResourceState, documents: Sequence[tuple[int, Any]] = ()) -> None:
         self.patches.append(patch.model_dump(exclude_unset=True))
         self.documents.extend(document for _, document in documents)
+
+    async def write_streamed(self, state_key: str, index: int, documents: AsyncIterator[Any],
+                             patch: Callable[[], ResourceState]) -> None:
+        read = [document async for document in documents]
+        await self.write(state_key, patch(), [(index, document) for document in read])
 
 
 def binding(state_key: str = "Account") -> Binding:

@@ -138,6 +138,14 @@ def test_backfill_slice_is_a_keyset_page_after_the_last_id() -> None:
     )
 
 
+def test_a_window_resumed_after_a_row_reads_only_the_rows_after_it() -> None:
+    soql = changes_soql(account_plan(), T0, T0 + timedelta(seconds=5), (T0 + timedelta(seconds=1), "001x"))
+    assert soql.endswith(
+        "WHERE SystemModstamp > 2026-11-26T12:00:00Z AND SystemModstamp <= 2026-11-26T12:00:05Z"
+        " AND (SystemModstamp > 2026-11-26T12:00:01Z OR (SystemModstamp = 2026-11-26T12:00:01Z AND Id > '001x'))"
+        " ORDER BY SystemModstamp, Id")
+
+
 def test_windows_must_be_whole_seconds() -> None:
     with pytest.raises(ValueError, match="whole second"):
         changes_soql(account_plan(), T0.replace(microsecond=5), T0 + timedelta(seconds=1))

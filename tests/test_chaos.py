@@ -5,9 +5,6 @@ while the emulator injects its faults, until the capture is complete; it passes 
 bound object's collection equals the emulator's truth field by field and the job, slice,
 re-submission and re-exported-row budgets hold (tests/chaos/measure.py). Together the
 cells meet every fault (all at once, in `everything`) and every restart pattern.
-
-Cells marked xfail are issue 7 as today's connector has it; remove a mark when the cell
-passes (strict: an unexpected pass fails the suite, so a fixed cell cannot stay marked).
 """
 
 from collections.abc import Collection
@@ -33,17 +30,9 @@ SEED = 7
 FEW_OBJECTS = frozenset({"Account", "Opportunity", "UserRole"})
 
 
-def issue_7(why: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 7: {why}")
-
-
 CELLS = [
-    pytest.param("everything/random", ALL_OBJECTS, marks=issue_7(
-        "a backfill page read after the delta stream's newer version overwrites it (the late-committed "
-        "Opportunity update), and restarts re-export more than a page each (the burst's Bulk delta job)")),
-    pytest.param("results-expire/checkpoint", FEW_OBJECTS, marks=issue_7(
-        "a slice's job is deleted before the checkpoint that completes it, so a restart in between "
-        "re-submits the slice")),
+    pytest.param("everything/random", ALL_OBJECTS),
+    pytest.param("results-expire/checkpoint", FEW_OBJECTS),
     pytest.param("request-limit/backoff", ALL_OBJECTS),
     pytest.param("burst/none", ALL_OBJECTS),
 ]

@@ -186,3 +186,14 @@ def test_every_checkpoint_writes_every_key_so_a_merge_patch_replaces_the_previou
     # What Flow does with it: a merge patch over the previous state leaves nothing of that one behind.
     previous = encode(JobBackingOff(Window(NOW, NOW, NOW), 3, NOW, "x", limited_since=NOW))
     assert decode(merge_patch(previous, encoded)) == state
+
+
+def test_a_windows_watermark_goes_with_its_first_half_and_not_to_the_next_window() -> None:
+    watermarked = Window(NOW, NOW + timedelta(seconds=10), NOW + timedelta(seconds=20),
+                         after_stamp=NOW + timedelta(seconds=3), after_id="001x")
+    half = watermarked.split()
+    # The rows up to the watermark are out anyway: the split halves what is left.
+    assert half == Window(NOW + timedelta(seconds=2), NOW + timedelta(seconds=6), watermarked.through,
+                          after_stamp=NOW + timedelta(seconds=3), after_id="001x")
+    assert watermarked.following(0) == Window(NOW + timedelta(seconds=10), NOW + timedelta(seconds=20),
+                                              watermarked.through)

@@ -272,7 +272,8 @@ class JobStore:
         job.pages_served += 1
         seeded, mutated = _row_identities(job, results.page)
         page = PageServed(job.info.id, locator, results.page.rows, results.locator is None)
-        self._counters.page_served(page, job.info.object, seeded, mutated)
+        columns = tuple(f.name for f in job.bound.fields)
+        self._counters.page_served(page, job.info.object, columns, seeded, mutated)
         if results.locator is not None and self._faults.job_expires(job.info.object, job.pages_served):
             self._jobs.pop(job.info.id, None)
             self._counters.job_expired(job.info.id)

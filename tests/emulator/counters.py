@@ -86,8 +86,8 @@ class Counters:
             self._served_again: Counter[str] = Counter()
             # Per object, every row version a whole Bulk page has delivered: seeded rows by
             # index, mutated and inserted rows by their identity (see page_served).
-            self._seeded_seen: dict[str, _Runs] = {}
-            self._mutated_seen: dict[str, set[Hashable]] = {}
+            self._seeded_seen: dict[tuple[str, tuple[str, ...]], _Runs] = {}
+            self._mutated_seen: dict[tuple[str, tuple[str, ...]], set[Hashable]] = {}
 
     # -- recording (server side) ------------------------------------------------------
 
@@ -115,13 +115,16 @@ class Counters:
         with self._lock:
             self._jobs_expired.append(job_id)
 
-    def page_served(self, page: PageServed, obj: str, seeded: list[range], mutated: list[Hashable]) -> None:
-        """A whole Bulk page of ``obj``: its seeded rows as index ranges, and an identity of
-        each of its other rows that changes with every version of the row."""
+    def page_served(self, page: PageServed, obj: str, columns: tuple[str, ...], seeded: list[range],
+                    mutated: list[Hashable]) -> None:
+        """A whole Bulk page of ``obj`` with ``columns``: its seeded rows as index ranges, and an
+        identity of each of its other rows that changes with every version of the row. A row is
+        delivered again when an earlier page had it with the same columns (an export of the
+        object's Ids alone re-exports no row its backfill delivered)."""
         with self._lock:
             self._pages.append(page)
-            runs = self._seeded_seen.setdefault(obj, _Runs())
-            seen = self._mutated_seen.setdefault(obj, set())
+            runs = self._seeded_seen.setdefault((obj, columns), _Runs())
+            seen = self._mutated_seen.setdefault((obj, columns), set())
             again = sum(runs.add(span) for span in seeded)
             for identity in mutated:
                 if identity in seen:
