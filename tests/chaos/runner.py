@@ -163,8 +163,8 @@ def _bind(catalog: fh.FlowSource, emu: EmulatorServer, size: OrgSize, objects: C
     return dataclasses.replace(source, bindings=bindings)
 
 
-COLUMNS = ("cell", "sessions", "jobs created", "slices needed", "dup (unjust.)", "rows re-exported",
-           "rows budget", "pages re-fetched", "crashes", "seconds", "verdict")
+COLUMNS = ("cell", "sessions", "jobs created", "jobs spent", "slices needed", "dup (unjust.)", "rows re-exported",
+           "most, one object", "rows budget", "pages re-fetched", "crashes", "seconds", "verdict")
 
 
 def format_table(reports: list[CellReport]) -> str:
@@ -172,8 +172,9 @@ def format_table(reports: list[CellReport]) -> str:
     rows = [COLUMNS]
     for r in reports:
         u = r.usage
-        rows.append((r.cell, str(r.sessions), str(u.jobs_created), str(u.slices_needed),
-                     f"{u.duplicates} ({len(u.unjustified)})", str(u.rows_re_exported), str(r.rows_budget),
+        rows.append((r.cell, str(r.sessions), str(u.jobs_created), str(u.jobs_spent), str(u.slices_needed),
+                     f"{u.duplicates} ({len(u.unjustified)})", str(u.rows_re_exported), str(u.most_re_exported[1]),
+                     str(r.rows_budget),
                      str(u.pages_refetched), str(r.crashes), f"{r.seconds:.0f}", "PASS" if r.passed else "FAIL"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths,
