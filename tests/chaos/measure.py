@@ -15,8 +15,9 @@ says it did):
 - **duplicate submissions**: jobs whose (operation, SOQL) an earlier job already had. Each
   is *justified* by the latest such earlier job when that job ended Failed or Aborted, was
   made to disappear (expired), or was *killed before recorded* (no committed state
-  mentions its id and no result page of it was ever asked for: the connector died before
-  it could have known the job). A snapshot job is always a pass of its own: the CDK keeps
+  mentions its id: a restart resumes from committed state only, so a job whose checkpoint
+  the kill cut off is unknowable to it, however far the killed process got with it; a
+  connector that kept jobs only in memory is caught by the jobs budget instead). A snapshot job is always a pass of its own: the CDK keeps
   no state for a snapshot to resume a job from, so an interrupted pass is simply lost (its
   rows count as re-exported, its job against the job budget). Any other is unjustified.
 - **rows re-exported**: Bulk rows the emulator delivered beyond what one clean pass needs.
@@ -99,7 +100,7 @@ def job_usage(counters: Counters, snapshots: Collection[str], recorded: Collecti
             continue
         if earlier in expired or snapshot:
             continue  # a snapshot job is a pass of its own (the CDK gives a snapshot no state to resume it from)
-        if earlier not in recorded and not locators.get(earlier):
+        if earlier not in recorded:
             continue  # killed before recorded
         state = end.state if end is not None else "never completed"
         unjustified.append(f"{job.job_id} re-submitted {job.object} SOQL of {earlier} ({state}"
