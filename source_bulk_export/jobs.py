@@ -201,8 +201,9 @@ class BulkJobs:
     async def _delete_finished(self, log: Logger) -> None:
         now = self._waits.now()
         for job_id in [job_id for job_id, due in self._finished.items() if due <= now]:
-            del self._finished[job_id]
-            await self._delete(log, job_id)
+            # Bindings share this object: another call may have taken the job while we awaited.
+            if self._finished.pop(job_id, None) is not None:
+                await self._delete(log, job_id)
 
     async def _get(self, log: Logger, job_id: str, object_name: str) -> JobInfo:
         try:
