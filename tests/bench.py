@@ -359,6 +359,10 @@ def stop_connector(process: subprocess.Popen[bytes], graceful: bool) -> None:
     writes its report (stdout is drained meanwhile so the connector never blocks on it)."""
     assert process.stdout is not None
     if graceful and process.poll() is None:
+        # The CDK reads stdin in a worker thread, which the interpreter waits for on its way out:
+        # end stdin too, or the process never exits and pyinstrument never writes its session.
+        if process.stdin is not None:
+            process.stdin.close()
         process.send_signal(signal.SIGINT)
         deadline = time.monotonic() + 60
         os.set_blocking(process.stdout.fileno(), False)

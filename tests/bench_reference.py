@@ -27,6 +27,7 @@ from typing import Any
 from source_bulk_export.api import backfill_soql
 from source_bulk_export.fields import plan_object
 from source_bulk_export.models import DEFAULT_API_VERSION, SObjectDescribe
+from source_bulk_export.states import Slice
 from tests.procstat import OtherLoad
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -186,7 +187,7 @@ def bench_soql(client: ExportClient, rows: int) -> str:
     WHERE/ORDER BY shape, cutoff now."""
     plan = plan_object(SObjectDescribe.model_validate(client.describe(OBJECT)))
     cutoff = datetime.now(UTC).replace(microsecond=0)
-    return backfill_soql(plan, cutoff, None, None, max(rows, 1))
+    return backfill_soql(plan, cutoff, None, Slice(None, max(rows, 1)))
 
 
 def measure_emulator(emu: Emulator, rows: int, pages_dir: Path) -> EmulatorRun:
