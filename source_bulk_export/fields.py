@@ -1,8 +1,9 @@
 """From an sObject describe to a plan: which fields to export, the cursor, and how to coerce.
 
 Everything here is decided once per object, from describe, and never per value: the plan holds
-one converter per column, and turning a row into a document is a single comprehension over
-(column, converter) pairs. That loop is the hot path of every Bulk export.
+one converter per column. Turning a Bulk CSV row into a document is the hot path of every export;
+`CsvTransform.for_header` compiles it, once per result page, into one function with one dict
+display over the row's cells by position (see `_compile_csv_row`).
 
 One row, one document, whichever path it took: a row read as CSV from a Bulk job and the same
 row read as JSON from REST become equal dicts (tests/test_fields.py proves it per type).
@@ -212,31 +213,11 @@ class ObjectPlan:
         """`SELECT <fields> FROM <object>`; callers append WHERE / ORDER BY / LIMIT."""
         return f"SELECT {self.soql_fields()} FROM {self.name}"
 
-    def csv_transform(self) -> Callable[[dict[str, str]], Document]:
-        """Row function for Bulk CSV rows, as dicts keyed by the header (aiocsv, csv.DictReader).
-
-        Values are looked up by column name, so the header's column order does not matter; a
-        row with a missing or extra column raises ColumnMismatch.
-        """
-        pairs = [(p.name, p.csv) for p in self.fields]
-        width = len(pairs)
-        mark_deleted = self.has_deleted_flag
-
-        def transform(row: dict[str, str]) -> Document:
-            try:
-                if len(row) != width:
-                    raise KeyError
-                doc = {
-                    name: (value if convert is None else convert(value)) if (value := row[name]) else None
-                    for name, convert in pairs
-                }
-            except (ValueError, KeyError, TypeError):
-                raise self._explain(row, csv=True) from None
-            if mark_deleted and doc[DELETED_FIELD]:
-                doc["_meta"] = {"op": "d"}
-            return doc
-
-        return transform
+    def csv_transform(self) -> "CsvTransform":
+        """Row function for Bulk CSV rows: called with a dict keyed by the header (aiocsv,
+        csv.DictReader), or bound to a page's header with `for_header` and called with the
+        row's cells by position (what jobs.py does). Both give the same documents."""
+        return CsvTransform(self)
 
     def json_transform(self) -> Callable[[dict[str, Any]], Document]:
         """Row function for REST records: keeps the planned columns (so drops `attributes`) and
@@ -249,7 +230,7 @@ class ObjectPlan:
             try:
                 doc = {name: None if (value := record[name]) is None else convert(value) for name, convert in pairs}
             except (ValueError, KeyError, TypeError):
-                raise self._explain(record, csv=False) from None
+                raise self.explain(record, csv=False) from None
             if mark_deleted and doc[DELETED_FIELD]:
                 doc["_meta"] = {"op": "d"}
             return doc
@@ -278,7 +259,7 @@ class ObjectPlan:
         schema["properties"] = properties
         return schema
 
-    def _explain(self, row: dict[str, Any], csv: bool) -> Exception:
+    def explain(self, row: dict[str, Any], csv: bool) -> Exception:
         """Find what failed in a row, for an error that names the column (slow path only)."""
         missing = [name for name in self._by_name if name not in row]
         # REST records also carry `attributes`, and whatever else is not planned is ignored.
@@ -297,6 +278,111 @@ class ObjectPlan:
             except (ValueError, KeyError, TypeError):
                 return CoercionError(self.name, plan.name, plan.sf_type, value)
         return ValueError(f"{self.name}: a row could not be converted: {row!r}")
+
+
+class CsvTransform:
+    """A plan's row function for Bulk CSV rows, in two forms that give equal documents.
+
+    - Called with a row as a dict keyed by the header: values are looked up by column name, so
+      the header's column order does not matter; a row with a missing or extra column raises
+      ColumnMismatch, a value that does not fit its type CoercionError.
+    - `for_header(header)` checks a result page's header against the plan once and returns a
+      function of the row's cells (a list, in header order), for IncrementalCSVRowProcessor.
+      This is the form jobs.py uses, since it builds no dict per row to look values up in.
+    """
+
+    __slots__ = ("_mark_deleted", "_pairs", "_plan", "_width")
+
+    def __init__(self, plan: ObjectPlan) -> None:
+        self._plan = plan
+        self._pairs = [(p.name, p.csv) for p in plan.fields]
+        self._width = len(self._pairs)
+        self._mark_deleted = plan.has_deleted_flag
+
+    def __call__(self, row: dict[str, str]) -> Document:
+        try:
+            if len(row) != self._width:
+                raise KeyError
+            doc = {
+                name: (value if convert is None else convert(value)) if (value := row[name]) else None
+                for name, convert in self._pairs
+            }
+        except (ValueError, KeyError, TypeError):
+            raise self._plan.explain(row, csv=True) from None
+        if self._mark_deleted and doc[DELETED_FIELD]:
+            doc["_meta"] = {"op": "d"}
+        return doc
+
+    def for_header(self, header: Sequence[str]) -> Callable[[list[str]], Document]:
+        """The row function for the cells of rows under `header`. Raises ColumnMismatch when
+        the header's columns are not exactly the plan's (in any order). The function does not
+        check a row's width: its caller does, once per row, before calling it."""
+        plan = self._plan
+        names = list(header)
+        if len(set(names)) != len(names):
+            raise ColumnMismatch(f"{plan.name}: a result page's header repeats a column: {names}")
+        if set(names) != set(plan.field_names):
+            raise plan.explain(dict.fromkeys(names, ""), csv=True)
+        return _compile_csv_row(plan, names)
+
+
+# Expressions for `_compile_csv_row` that take the form Bulk writes without a call: `v` holds the
+# cell; anything else goes to the column's converter (which raises for a bad value), empty to None.
+_CSV_INLINE = {
+    "datetime": "(v if len(v := {cell}) == 24 and v[23] == 'Z' and v[19] == '.' else {convert}(v) if v else None)",
+    "boolean": "(True if (v := {cell}) == 'true' else False if v == 'false' else {convert}(v) if v else None)",
+}
+
+
+def _compile_csv_row(plan: ObjectPlan, header: list[str]) -> Callable[[list[str]], Document]:
+    """Compile the row function for `plan`'s columns under `header` (checked against the plan).
+
+    Hand-tuned, because it runs once per row of every Bulk export, where a generic loop over
+    (column, converter) pairs costs about as much as parsing the CSV itself. The function is one
+    dict display, in the plan's field order (so documents have the same key order whatever the
+    header's), with one entry per column:
+
+        'Name': c[3] or None,                     # text: an empty cell is null, else the text
+        'Amount__c': _4(c[4]) if c[4] else None,  # typed: the column's converter, nulls kept
+
+    Datetimes and booleans, the most common typed cells, test for the form Bulk writes inline
+    and call their converter only for anything else (`_CSV_INLINE`), which saves a call per cell.
+
+    Only constants go into the source: column names as Python literals (`repr`), cell positions
+    as integers, converters by a generated local name. A value that does not convert makes the
+    function re-examine the row the slow way (`ObjectPlan.explain`) and raise what it finds.
+    """
+    position = {name: index for index, name in enumerate(header)}
+    namespace: dict[str, Any] = {"_explain": plan.explain, "_header": tuple(header)}
+    entries: list[str] = []
+    for field_plan in plan.fields:
+        index = position[field_plan.name]
+        cell = f"c[{index}]"
+        if field_plan.csv is None:
+            entries.append(f"{field_plan.name!r}: {cell} or None")
+            continue
+        convert = f"_{index}"
+        namespace[convert] = field_plan.csv
+        inline = _CSV_INLINE.get(field_plan.sf_type)
+        if inline is not None:
+            entries.append(f"{field_plan.name!r}: {inline.format(cell=cell, convert=convert)}")
+        else:
+            entries.append(f"{field_plan.name!r}: {convert}({cell}) if {cell} else None")
+    mark_deleted = ""
+    if plan.has_deleted_flag:
+        mark_deleted = f"\n    if doc[{DELETED_FIELD!r}]:\n        doc['_meta'] = {{'op': 'd'}}"
+    source = (
+        "def csv_row(c):\n"
+        "    try:\n"
+        f"        doc = {{{', '.join(entries)}}}\n"
+        "    except (ValueError, KeyError, TypeError):\n"
+        "        raise _explain(dict(zip(_header, c)), csv=True) from None"
+        f"{mark_deleted}\n"
+        "    return doc\n"
+    )
+    exec(compile(source, f"<csv row of {plan.name}>", "exec"), namespace)  # noqa: S102 - constants only, see above
+    row_function: Callable[[list[str]], Document] = namespace["csv_row"]
+    return row_function
 
 
 def _field_plan(describe: FieldDescribe) -> FieldPlan:

@@ -14,14 +14,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from logging import Logger
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 
 import aiohttp
 from estuary_cdk.http import Headers
 from estuary_cdk.incremental_csv_processor import (
     CSVConfig,
     CSVProcessingError,
-    IncrementalCSVProcessor,
+    IncrementalCSVRowProcessor,
 )
 
 from .auth import BodyStream, SalesforceError, SalesforceSession
@@ -36,7 +36,19 @@ from .models import TERMINAL_JOB_STATES, JobInfo, JobState
 from .waits import Waits
 
 type Operation = Literal["query", "queryAll"]
-type RowTransform[R] = Callable[[dict[str, str]], R]
+
+
+class ColumnTransform[R](Protocol):
+    """A row function that can be bound to a page's header, to take each row's cells by position
+    (fields.CsvTransform): the header is checked once per page and no dict is built per row."""
+
+    def __call__(self, row: dict[str, str], /) -> R: ...
+
+    def for_header(self, header: list[str], /) -> Callable[[list[str]], R]: ...
+
+
+# A function of a row as a dict keyed by the header, or one that binds to the header.
+type RowTransform[R] = Callable[[dict[str, str]], R] | ColumnTransform[R]
 
 JOBS_PATH = "/jobs/query"
 
@@ -201,8 +213,9 @@ class BulkJobs:
     async def _delete_finished(self, log: Logger) -> None:
         now = self._waits.now()
         for job_id in [job_id for job_id, due in self._finished.items() if due <= now]:
-            del self._finished[job_id]
-            await self._delete(log, job_id)
+            # Bindings share this object: another call may have taken the job while we awaited.
+            if self._finished.pop(job_id, None) is not None:
+                await self._delete(log, job_id)
 
     async def _get(self, log: Logger, job_id: str, object_name: str) -> JobInfo:
         try:
@@ -264,12 +277,21 @@ class BulkJobs:
             rows = 0
             pump = _BodyPump(self._csv_bytes(page, body()))
             try:
-                # The hot path: nothing per row but the count and the caller's transform. (The cast:
-                # the processor only ever calls `__anext__`, which the pump has.)
-                source = cast(AsyncGenerator[bytes, None], pump)
-                async for row in IncrementalCSVProcessor(source, config=CSV_CONFIG):
-                    rows += 1
-                    yield transform(row)
+                # The hot path: nothing per row but the width check, the count and the row function.
+                # The header row is read first and the row function bound to it, once per page (the
+                # cast: the processor only ever calls `__anext__`, which the pump has).
+                cells_of_rows = aiter(IncrementalCSVRowProcessor(cast(AsyncGenerator[bytes, None], pump),
+                                                                 config=CSV_CONFIG))
+                header = await anext(cells_of_rows, None)
+                if header is not None:
+                    width = len(header)
+                    convert = _bind(transform, header)
+                    async for cells in cells_of_rows:
+                        if len(cells) != width:
+                            raise CSVProcessingError(f"CSV row {rows + 2} has {len(cells)} columns but {width} "
+                                                     "were expected.")
+                        rows += 1
+                        yield convert(cells)
                 if rows != page.expected_rows:
                     raise RowCountMismatchError(
                         f"page held {rows} rows, Sforce-NumberOfRecords said {page.expected_rows}", job_id=job.id,
@@ -315,7 +337,7 @@ class BulkJobs:
             raise
 
     async def _csv_bytes(self, page: ResultPage[Any], chunks: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
-        """The page body as CSV bytes for IncrementalCSVProcessor.
+        """The page body as CSV bytes for IncrementalCSVRowProcessor.
 
         Drops empty chunks (the CSV processor takes b"" for end of input). Inflates a body that is
         still gzip: aiohttp decodes `Content-Encoding: gzip` (and keeps the header, so it cannot
@@ -352,7 +374,7 @@ class BulkJobs:
 class _BodyPump:
     """Reads a page body in a task of its own and hands its chunks to the CSV parser.
 
-    IncrementalCSVProcessor parses with aiocsv, whose C parser does not pass an exception thrown
+    IncrementalCSVRowProcessor parses with aiocsv, whose C parser does not pass an exception thrown
     into it on to the awaitable it is waiting on. A connection reset arrives exactly so (thrown
     into the waiting task), and would leave the body generator suspended for good: its response
     never released, and its `aclose()` failing with "already running". Here the parser only ever
@@ -409,6 +431,14 @@ class _Gunzip:
             self._inflater = zlib.decompressobj(wbits=31)
             out += self._inflater.decompress(rest)
         return out
+
+
+def _bind[R](transform: RowTransform[R], header: list[str]) -> Callable[[list[str]], R]:
+    """`transform` as a function of a row's cells under `header`."""
+    for_header = getattr(transform, "for_header", None)
+    if for_header is not None:
+        return cast(Callable[[list[str]], R], for_header(header))
+    return lambda cells: transform(dict(zip(header, cells, strict=True)))
 
 
 def _next_locator(headers: Headers) -> str | None:

@@ -27,10 +27,13 @@ from typing import Any
 from source_bulk_export.api import backfill_soql
 from source_bulk_export.fields import plan_object
 from source_bulk_export.models import DEFAULT_API_VERSION, SObjectDescribe
+from source_bulk_export.states import Slice
 from tests.procstat import OtherLoad
 
 ROOT = Path(__file__).resolve().parent.parent
 OBJECT = "BenchRecord__c"  # the emulator's benchmark object: 20 mixed-type fields
+WIDE_OBJECT = "WideRecord__c"  # the wide one: 30 fields, three of them long text (seeded on request)
+OBJECTS = (OBJECT, WIDE_OBJECT)
 PAGE_ROWS = 50_000  # maxRecords per result page, the connector's MAX_RECORDS
 READ_SIZE = 1 << 20
 
@@ -70,11 +73,13 @@ class Emulator:
 
 
 @contextmanager
-def emulator(rows: int, log_path: Path) -> Iterator[Emulator]:
-    """`python -m tests.emulator --rows N` on a free port, stopped (SIGTERM) on exit."""
+def emulator(rows: int, log_path: Path, optional_objects: tuple[str, ...] = ()) -> Iterator[Emulator]:
+    """`python -m tests.emulator --rows N` on a free port, stopped (SIGTERM) on exit; with the
+    optional objects (WIDE_OBJECT) named too."""
+    optional = [arg for name in optional_objects for arg in ("--optional-object", name)]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.emulator", "--rows", str(rows), "--json"],
+            [sys.executable, "-m", "tests.emulator", "--rows", str(rows), *optional, "--json"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -181,18 +186,18 @@ class ExportClient:
         return EmulatorRun(rows, pages, round(seconds, 2), round(size / 1e6, 1), round(rows / seconds))
 
 
-def bench_soql(client: ExportClient, rows: int) -> str:
+def bench_soql(client: ExportClient, rows: int, object_name: str = OBJECT) -> str:
     """The connector's own backfill SOQL for the whole object as one slice: same columns, same
     WHERE/ORDER BY shape, cutoff now."""
-    plan = plan_object(SObjectDescribe.model_validate(client.describe(OBJECT)))
+    plan = plan_object(SObjectDescribe.model_validate(client.describe(object_name)))
     cutoff = datetime.now(UTC).replace(microsecond=0)
-    return backfill_soql(plan, cutoff, None, None, max(rows, 1))
+    return backfill_soql(plan, cutoff, None, Slice(None, max(rows, 1)))
 
 
-def measure_emulator(emu: Emulator, rows: int, pages_dir: Path) -> EmulatorRun:
+def measure_emulator(emu: Emulator, rows: int, pages_dir: Path, object_name: str = OBJECT) -> EmulatorRun:
     client = ExportClient(emu.url, emu.credentials)
     try:
-        job_id, total = client.run_job(bench_soql(client, rows))
+        job_id, total = client.run_job(bench_soql(client, rows, object_name))
         if total != rows:
             raise BenchError(f"the export job has {total:,} rows, expected {rows:,}")
         load = OtherLoad(emu.process.pid)

@@ -64,6 +64,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--in-progress-seconds", type=float, default=0.0, help="minimum age of a Bulk job before it completes"
     )
+    parser.add_argument(
+        "--optional-object",
+        action="append",
+        default=[],
+        metavar="OBJECT",
+        help="also seed this optional object, e.g. WideRecord__c (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     return parser.parse_args(argv)
 
@@ -74,6 +81,7 @@ async def serve(args: argparse.Namespace) -> None:
         rows=args.rows,
         object_rows=dict(args.object_rows),
         shared_modstamp_rows=args.shared_modstamp_rows,
+        optional_objects=tuple(args.optional_object),
     )
     knobs = Knobs(
         job_in_progress_polls=args.in_progress_polls, job_in_progress_seconds=args.in_progress_seconds

@@ -9,6 +9,8 @@ Each object exists to exercise one thing a connector must get right:
 | Contact         | large | references, booleans, non-ASCII names, dates                        |
 | Opportunity     | large | currency, percent, double, date, picklists                          |
 | BenchRecord__c  | large | the benchmark object: 20 mixed-type fields                          |
+| WideRecord__c   | large | the wide benchmark object: 30 fields, three of them long text;      |
+|                 |       | only when ``OrgConfig.optional_objects`` names it                   |
 | Invoice__c      | 250   | a custom object with a formula field (``calculated: true``)         |
 | AccountHistory  | 500   | append-only: ``CreatedDate`` is its only timestamp                  |
 | UserRole        | 12    | no timestamp at all (a snapshot resource). Real UserRole has        |
@@ -26,6 +28,7 @@ AccountHistory) grow with the row index from ``TIMELINE_START`` to ``TIMELINE_EN
 """
 
 import functools
+import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +50,12 @@ INDUSTRIES = ("Agriculture", "Banking", "Biotechnology", "Energy", "Retail", "Te
 STAGES = ("Prospecting", "Qualification", "Proposal/Price Quote", "Closed Won", "Closed Lost")
 ACCESS = ("None", "Read", "Edit")
 TAX_RATE = 0.20
+# Long text is drawn from these: prose with the characters CSV quoting must get right.
+LONG_TEXT_WORDS = (
+    "the", "customer", "asked", "for", "a", "follow-up,", "call", 'said "yes"', "and", "then", "Zürich",
+    "São Paulo", "renewal", "—", "½", "✓", "pricing;", "see\nattached", "notes\r\nbelow", "Q3", "2024-01-02",
+    "1,234.50", "NA", "null", "🚀", "日本語", "escalated", "to", "legal", "(again)", "per", "contract",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -245,6 +254,51 @@ def _bench_record(s: Seeder) -> ObjectSpec:
     ), timeline_field="SystemModstamp")  # fmt: skip
 
 
+def _long_text(rng: random.Random) -> str:
+    """A paragraph of free text, 100 to 1,000 characters: what a real org's description,
+    comment and note fields hold, with the quotes, commas, newlines and non-ASCII that CSV must carry."""
+    words: list[str] = []
+    size = rng.randrange(100, 1000)
+    length = 0
+    while length < size:
+        word = rng.choice(LONG_TEXT_WORDS)
+        words.append(word)
+        length += len(word) + 1
+    return " ".join(words)
+
+
+def _wide_record(s: Seeder) -> ObjectSpec:
+    """Thirty fields, three of them long text: the wide objects real orgs are full of (the second
+    benchmark object; seeded only when asked for, OrgConfig.optional_objects)."""
+    return ObjectSpec("WideRecord__c", "Wide Record", "Wide Records", "a03", (
+        *s.audit("a03"),
+        s.named("Name", "Wide Record Name", "WR-%09d"),
+        s.user_ref("OwnerId", "Owner ID"),
+        s.lookup("Account__c", "Account", "Account", "001", "Account__r", nulls=0.1),
+        s.lookup("Contact__c", "Contact", "Contact", "003", "Contact__r", nulls=0.3),
+        s.number("Amount__c", "Amount", T.CURRENCY, 1, 1e6, 2),
+        s.number("Quantity__c", "Quantity", T.DOUBLE, 0, 1e4, 3),
+        s.number("Discount__c", "Discount", T.PERCENT, 0, 100, 1),
+        s.number("Score__c", "Score", T.INT, 0, 1000),
+        s.flag("Active__c", "Active", 0.7),
+        s.flag("Verified__c", "Verified", 0.3),
+        s.picklist("Region__c", "Region", ("EMEA", "AMER", "APAC", "LATAM")),
+        s.picklist("Stage__c", "Stage", STAGES),
+        s.day("Close_Date__c", "Close Date"),
+        s.day("Start_Date__c", "Start Date", nulls=0.3),
+        s.moment("Last_Seen__c", "Last Seen"),
+        s.text("Email__c", "Email", ("ops@example.com", "zoë@exämple.ch"), 80, kind=T.EMAIL),
+        s.text("Phone__c", "Phone", ("+41 44 123 45 67", "(555) 010-2000"), 40, kind=T.PHONE),
+        s.text("Website__c", "Website", ("https://example.com", "http://acme.test/a,b"), kind=T.URL),
+        s.text("Code__c", "Code", ("A-1", "NA", "01234", "null", "x,y"), 40),
+        s.text("Subject__c", "Subject", TRICKY_TEXT, 255),
+        FieldSpec("Description__c", T.TEXTAREA, "Description", s.pool("Description__c", _long_text, 0.3),
+                  length=32000),
+        FieldSpec("Comments__c", T.TEXTAREA, "Comments", s.pool("Comments__c", _long_text, 0.6), length=32000),
+        FieldSpec("Notes__c", T.TEXTAREA, "Notes", s.pool("Notes__c", _long_text, 0.8), length=32000),
+    ), timeline_field="SystemModstamp")  # fmt: skip
+
+
 BUILDERS: dict[str, Callable[[Seeder], ObjectSpec]] = {
     "Account": _account, "Contact": _contact, "Opportunity": _opportunity, "BenchRecord__c": _bench_record,
     "Invoice__c": _invoice, "AccountHistory": _account_history, "UserRole": _user_role,
@@ -252,19 +306,36 @@ BUILDERS: dict[str, Callable[[Seeder], ObjectSpec]] = {
 }  # fmt: skip
 
 
+# Objects an org has only when its config asks for them (OrgConfig.optional_objects), so that the
+# default org, and every snapshot and count taken of it, stays as it is.
+OPTIONAL_BUILDERS: dict[str, Callable[[Seeder], ObjectSpec]] = {"WideRecord__c": _wide_record}
+
+
 def build_catalog(config: OrgConfig) -> tuple[SeededObject, ...]:
     """Every object of the seeded org, with its row count, in describe-global order.
     Specs and generators are immutable (value pools are drawn on first use), so orgs of
     equal configs share them."""
     return _build_catalog(
-        config.seed, config.rows, tuple(sorted(config.object_rows.items())), config.shared_modstamp_rows
+        config.seed,
+        config.rows,
+        tuple(sorted(config.object_rows.items())),
+        config.shared_modstamp_rows,
+        tuple(config.optional_objects),
     )
 
 
 @functools.lru_cache(maxsize=16)
 def _build_catalog(
-    seed: int, rows: int, object_rows: tuple[tuple[str, int], ...], shared_modstamp_rows: int
+    seed: int,
+    rows: int,
+    object_rows: tuple[tuple[str, int], ...],
+    shared_modstamp_rows: int,
+    optional_objects: tuple[str, ...],
 ) -> tuple[SeededObject, ...]:
-    config = OrgConfig(seed, rows, dict(object_rows), shared_modstamp_rows)
-    seeders = [Seeder(config, name) for name in BUILDERS]
-    return tuple(SeededObject(BUILDERS[s.name](s), s.rows) for s in seeders)
+    config = OrgConfig(seed, rows, dict(object_rows), shared_modstamp_rows, optional_objects)
+    unknown = set(optional_objects) - set(OPTIONAL_BUILDERS)
+    if unknown:
+        raise ValueError(f"no optional objects named {sorted(unknown)}; there are {sorted(OPTIONAL_BUILDERS)}")
+    builders = BUILDERS | {name: OPTIONAL_BUILDERS[name] for name in optional_objects}
+    seeders = [Seeder(config, name) for name in builders]
+    return tuple(SeededObject(builders[s.name](s), s.rows) for s in seeders)

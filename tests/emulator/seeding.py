@@ -40,11 +40,15 @@ class OrgConfig:
     rows: int = 1000  # rows of each large object (LARGE_OBJECTS)
     object_rows: Mapping[str, int] = field(default_factory=dict)  # per-object overrides
     shared_modstamp_rows: int = 5  # rows sharing one SystemModstamp, mid-table
+    # Objects seeded only when named here (catalog.OPTIONAL_BUILDERS), each a large object.
+    optional_objects: tuple[str, ...] = ()
 
     def rows_of(self, name: str) -> int:
         if name in self.object_rows:
             return self.object_rows[name]
-        return self.rows if name in LARGE_OBJECTS else SMALL_OBJECT_ROWS[name]
+        if name in LARGE_OBJECTS or name in self.optional_objects:
+            return self.rows
+        return SMALL_OBJECT_ROWS[name]
 
 
 class Seeder:
