@@ -207,8 +207,9 @@ async def job_results(request: web.Request) -> web.StreamResponse:
         state.counters.rows(out.page.rows, job.info.id)
         state.jobs.page_delivered(job, out, locator)
         await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:
         # The client went away mid-page (a connector killed between sessions): nothing to answer.
+        # aiohttp says so as a reset, or as a plain ConnectionError when a write is draining.
         return response
     return response
 
