@@ -3,12 +3,10 @@ window's job is one transaction with the state after it, so thousands of rows in
 never read twice, and a job lost mid-read is exported again only after its last row emitted."""
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 
 from source_bulk_export.api import changes_soql
 from source_bulk_export.changes import _bulk_window, _Progress
@@ -29,17 +27,6 @@ BURST = "2026-12-01T11:50:01.000Z"  # every row of the window in one second
 HEADER = ("Id", "Name", "SystemModstamp")
 ROWS = [[f"001{i:015d}", f"n{i}", BURST] for i in range(5)]
 WINDOW = Window(T0 - timedelta(minutes=10), T0 - timedelta(minutes=5), T0 - timedelta(minutes=5))
-
-
-@pytest.fixture
-def frozen() -> Iterator[FrozenTime]:
-    with freeze_time(T0, tick=False, real_asyncio=True) as factory:
-        yield FrozenTime(factory)
-
-
-@pytest.fixture
-def session() -> FakeSession:
-    return FakeSession()
 
 
 def plan() -> ObjectPlan:

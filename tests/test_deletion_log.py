@@ -3,12 +3,10 @@ listed rows become deletions, what a missed window does, and how Id digests reco
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 
 from source_bulk_export import deletions
 from source_bulk_export.checkpoints import Binding, DeletionsState
@@ -26,17 +24,6 @@ LOG = logging.getLogger("test_deletion_log")
 T0 = datetime(2026, 12, 1, 12, 0, 30, tzinfo=UTC)
 PATH = "/sobjects/Account/deleted/"
 IDS = [f"001{i:015d}" for i in range(6)]
-
-
-@pytest.fixture
-def frozen() -> Iterator[FrozenTime]:
-    with freeze_time(T0, tick=False, real_asyncio=True) as factory:
-        yield FrozenTime(factory)
-
-
-@pytest.fixture
-def session() -> FakeSession:
-    return FakeSession()
 
 
 def plan(cursor: str = "SystemModstamp", deleted_flag: bool = True, replicateable: bool = True) -> ObjectPlan:
@@ -248,7 +235,6 @@ async def test_an_object_without_a_log_compares_its_ids_every_reconcile_period(
     await driver.advance(LOG, unlogged, shared, T0, T0)
     assert [d["Id"] for d in emitted(shared)] == [IDS[0]]
     assert "IsDeleted" not in emitted(shared)[0]
-
 
 
 @pytest.mark.asyncio

@@ -4,12 +4,11 @@ makes the connector do, and which state it checkpoints next."""
 import asyncio
 import json
 import logging
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from freezegun import freeze_time
 
 from source_bulk_export.exports import Exports, Path, UncapturableError, choose_path, hold_for
 from source_bulk_export.fields import ObjectPlan, plan_object
@@ -45,17 +44,6 @@ T0 = datetime(2026, 12, 1, 12, 0, 0, tzinfo=UTC)
 LAG = timedelta(minutes=5)
 JOB = "750000000000001AAA"
 SOQL = "SELECT Id, Name, SystemModstamp FROM Account"
-
-
-@pytest.fixture
-def frozen() -> Iterator[FrozenTime]:
-    with freeze_time(T0, tick=False, real_asyncio=True) as factory:
-        yield FrozenTime(factory)
-
-
-@pytest.fixture
-def session() -> FakeSession:
-    return FakeSession()
 
 
 def account_plan() -> ObjectPlan:

@@ -3,13 +3,11 @@
 import asyncio
 import gzip
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import pytest
-from freezegun import freeze_time
 
 from source_bulk_export import jobs
 from source_bulk_export.job_errors import (
@@ -41,18 +39,8 @@ from tests.fakes import (
 
 LOG = logging.getLogger("test_jobs")
 SOQL = "SELECT Id, Name FROM Account WHERE Id > '001' ORDER BY Id LIMIT 500000"
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
 JOB = "750000000000001AAA"
-
-
-@pytest.fixture
-def frozen() -> Iterator[FrozenTime]:
-    with freeze_time("2024-05-01T00:00:00Z", tick=False, real_asyncio=True) as factory:
-        yield FrozenTime(factory)
-
-
-@pytest.fixture
-def session() -> FakeSession:
-    return FakeSession()
 
 
 def bulk(session: FakeSession, frozen: FrozenTime, cap: int = 2, **kw: Any) -> BulkJobs:
