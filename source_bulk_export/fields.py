@@ -283,35 +283,23 @@ class ObjectPlan:
 class CsvTransform:
     """A plan's row function for Bulk CSV rows, in two forms that give equal documents.
 
-    - Called with a row as a dict keyed by the header: values are looked up by column name, so
-      the header's column order does not matter; a row with a missing or extra column raises
-      ColumnMismatch, a value that does not fit its type CoercionError.
     - `for_header(header)` checks a result page's header against the plan once and returns a
       function of the row's cells (a list, in header order), for IncrementalCSVRowProcessor.
       This is the form jobs.py uses, since it builds no dict per row to look values up in.
+    - Called with a row as a dict keyed by the header (aiocsv, csv.DictReader): the same function,
+      bound to that row's keys, so the header's column order does not matter; a row with a
+      missing or extra column raises ColumnMismatch, a value that does not fit its type
+      CoercionError. It compiles per call: for tests and one-off rows, not for pages.
     """
 
-    __slots__ = ("_mark_deleted", "_pairs", "_plan", "_width")
+    __slots__ = ("_plan",)
 
     def __init__(self, plan: ObjectPlan) -> None:
         self._plan = plan
-        self._pairs = [(p.name, p.csv) for p in plan.fields]
-        self._width = len(self._pairs)
-        self._mark_deleted = plan.has_deleted_flag
 
     def __call__(self, row: dict[str, str]) -> Document:
-        try:
-            if len(row) != self._width:
-                raise KeyError
-            doc = {
-                name: (value if convert is None else convert(value)) if (value := row[name]) else None
-                for name, convert in self._pairs
-            }
-        except (ValueError, KeyError, TypeError):
-            raise self._plan.explain(row, csv=True) from None
-        if self._mark_deleted and doc[DELETED_FIELD]:
-            doc["_meta"] = {"op": "d"}
-        return doc
+        header = list(row)
+        return self.for_header(header)([row[name] for name in header])
 
     def for_header(self, header: Sequence[str]) -> Callable[[list[str]], Document]:
         """The row function for the cells of rows under `header`. Raises ColumnMismatch when

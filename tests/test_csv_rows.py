@@ -1,5 +1,6 @@
-"""fields.CsvTransform.for_header: the positional row function jobs.py uses gives exactly the
-documents of the dict-keyed one (tests/test_fields.py), with the same errors."""
+"""fields.CsvTransform.for_header: the compiled positional row function jobs.py uses gives exactly
+the documents of a plain loop over the plan's column converters, whatever the header's order,
+with errors that name the column."""
 
 from typing import Any
 
@@ -20,9 +21,15 @@ def typed(doc: dict[str, Any]) -> list[tuple[str, type, Any]]:
 
 
 def both_ways(plan: ObjectPlan, cells: dict[str, str], header: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    transform = plan.csv_transform()
-    by_name = transform(dict(cells))
-    by_position = transform.for_header(header)([cells[column] for column in header])
+    """The document by the plan's converters, one column at a time (the oracle), and the one the
+    compiled function makes of the same cells laid out under `header`."""
+    by_name: dict[str, Any] = {}
+    for column in plan.fields:
+        cell = cells[column.name]
+        by_name[column.name] = None if not cell else cell if column.csv is None else column.csv(cell)
+    if plan.has_deleted_flag and by_name["IsDeleted"]:
+        by_name["_meta"] = {"op": "d"}
+    by_position = plan.csv_transform().for_header(header)([cells[column] for column in header])
     return by_name, by_position
 
 
