@@ -207,6 +207,30 @@ def test_delete_only_terminal_jobs(client: EmulatorClient) -> None:
         assert reply.status == 404 and reply.json() == NOT_FOUND
 
 
+def test_the_org_s_jobs_are_listed_page_by_page_until_done(emulator: EmulatorServer, client: EmulatorClient) -> None:
+    emulator.knobs.job_list_page_size = 2
+    created = [create(client, "SELECT Id FROM Account") for _ in range(4)]
+    deleted = client.run_job("SELECT Id FROM Contact")
+    assert client.request("DELETE", f"/jobs/query/{deleted}").status == 204
+
+    pages = [client.get("/jobs/query?jobType=V2Query").json()]
+    while not pages[-1]["done"]:
+        path = pages[-1]["nextRecordsUrl"]
+        assert path.startswith("/services/data/v62.0/jobs/query?queryLocator=")
+        pages.append(client.get(path.removeprefix("/services/data/v62.0")).json())
+
+    assert [len(page["records"]) for page in pages] == [2, 2] and pages[-1]["nextRecordsUrl"] is None
+    listed = [job for page in pages for job in page["records"]]
+    assert sorted(job["id"] for job in listed) == sorted(created)  # a deleted job is not listed
+    assert {(job["object"], job["operation"], job["createdById"]) for job in listed} == {
+        ("Account", "query", record_id("005", 1))}
+    assert all(job["createdDate"].endswith(".000+0000") for job in listed)
+    # Every job here is a Bulk 2.0 query job.
+    assert client.get("/jobs/query?jobType=V2Ingest").json() == {"done": True, "records": [], "nextRecordsUrl": None}
+    bad = client.get("/jobs/query?queryLocator=nonsense")
+    assert bad.status == 400 and bad.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
+
+
 def test_unknown_job_is_not_found(client: EmulatorClient) -> None:
     reply = client.get(f"/jobs/query/{record_id('750', 999)}")
 

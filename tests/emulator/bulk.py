@@ -55,6 +55,7 @@ UNSUPPORTED_IN_BULK = {
     "compound": "Selecting compound data not supported in Bulk Query",
 }
 NOT_TERMINATED = "Error encountered when deleting the job because the job is not terminated"
+_LIST_LOCATOR = "01gR0000000JobLst"
 
 
 class JobState(StrEnum):
@@ -234,6 +235,21 @@ class JobStore:
             JobRecord(job_id, request.operation, request.query, bound.spec.name, api_version)
         )
         return job
+
+    def listing(self, job_type: str | None, locator: str | None) -> tuple[list[JobInfo], str | None]:
+        """One page of ``GET /jobs/query`` (§4.8): the jobs not deleted, newest first (Salesforce
+        documents no order), and the locator of the next page (None: done). Every job here is a
+        V2Query job, so another ``jobType`` lists none. The locator is the doc's shape,
+        ``<query id>-<offset>``; an unknown one answers INVALID_QUERY_LOCATOR."""
+        offset = 0
+        if locator is not None:
+            prefix, _, number = locator.rpartition("-")
+            if prefix != _LIST_LOCATOR or not number.isdigit():
+                raise ApiError(400, "INVALID_QUERY_LOCATOR", f"invalid query locator: {locator}")
+            offset = int(number)
+        jobs = [job.info for job in reversed(self._jobs.values())] if job_type in (None, "", "V2Query") else []
+        end = offset + self._knobs.job_list_page_size
+        return jobs[offset:end], f"{_LIST_LOCATOR}-{end}" if end < len(jobs) else None
 
     def get(self, job_id: str) -> Job:
         """The job, or 404 NOT_FOUND (unknown or deleted)."""

@@ -129,6 +129,14 @@ async def job_create(request: web.Request) -> web.StreamResponse:
     return _job_info(job, CREATE_FIELDS)
 
 
+async def job_list(request: web.Request) -> web.StreamResponse:
+    """``GET /jobs/query`` (§4.8): ``nextRecordsUrl`` is null on the last page, not absent."""
+    jobs, locator = request.app[STATE].jobs.listing(request.query.get("jobType"), request.query.get("queryLocator"))
+    next_url = None if locator is None else f"/services/data/v{_version(request)}/jobs/query?queryLocator={locator}"
+    records = [job.model_dump(mode="json", exclude_none=True) for job in jobs]
+    return _json({"done": locator is None, "records": records, "nextRecordsUrl": next_url})
+
+
 async def job_info(request: web.Request) -> web.StreamResponse:
     job = _job(request)
     request.app[STATE].jobs.poll(job)

@@ -78,6 +78,8 @@ class Knobs:
     # fails) on the next one, once it is also at least job_in_progress_seconds old.
     job_in_progress_polls: int = 1
     job_in_progress_seconds: float = 0.0
+    # Jobs per page of `GET /jobs/query` (Salesforce: up to 1,000, §4.8).
+    job_list_page_size: int = 1_000
     # Rows per results page when the request has no maxRecords (server-chosen, §4.6).
     default_max_records: int = 50_000
     # Salesforce may return fewer rows than maxRecords ("page may be smaller due to size

@@ -44,6 +44,7 @@ ROUTES: list[tuple[str, str, str, Handler]] = [
     ("GET", DATA + "/sobjects/{object}/deleted{slash:/?}", "get_deleted", handlers.get_deleted),
     ("GET", DATA + "/limits{slash:/?}", "limits", handlers.limits),
     ("POST", DATA + "/jobs/query{slash:/?}", "job_create", handlers.job_create),
+    ("GET", DATA + "/jobs/query{slash:/?}", "job_list", handlers.job_list),
     ("GET", DATA + "/jobs/query/{job_id}", "job_info", handlers.job_info),
     ("PATCH", DATA + "/jobs/query/{job_id}", "job_abort", handlers.job_abort),
     ("DELETE", DATA + "/jobs/query/{job_id}", "job_delete", handlers.job_delete),
