@@ -119,6 +119,13 @@ class SalesforceSession:
         self.tokens_fetched = 0
         """How many access tokens this session has fetched (logged, and read by tests)."""
 
+    async def user_id(self, log: Logger) -> str | None:
+        """The Id of the user the connector acts as: the last segment of the token's identity URL
+        (`.../id/<org Id>/<user Id>`); None when the token response has no identity URL."""
+        token = await self._current_token(log)
+        user = token.id.rstrip("/").rpartition("/")[2]
+        return user or None
+
     async def data_url(self, log: Logger) -> str:
         """`<instance_url>/services/data/v<api_version>`, fetching the first token if needed."""
         token = await self._current_token(log)

@@ -22,7 +22,7 @@ from .checkpoints import Binding
 from .exports import Exports, Path, choose_path, completed_job
 from .fields import KEY_FIELD, Document, ObjectPlan
 from .job_errors import JobNotFoundError
-from .states import JobBackingOff, JobRunning, ReadingPage, Refused, ToSubmit, Window, on_lost
+from .states import JobBackingOff, JobRunning, ReadingPage, Refused, ToSubmit, Window, on_lost, on_page_read
 
 # A checkpoint falls at the first whole-second boundary after this many documents, so a window of a
 # million changes is many small units of work, not one.
@@ -130,7 +130,7 @@ async def read_changes(exports: Exports, log: Logger, plan: ObjectPlan, binding:
         await result.records.aclose()
     log.info("exporting a delta window through Bulk queryAll",
              {"object": plan.name, "rows": rows, "fits_rest_url": fits, "after": cursor, "through": horizon})
-    await binding.save(delta_export=ToSubmit(first_window(cursor, horizon, rows, threshold)))
+    await binding.save(delta_export=ToSubmit(first_window(cursor, horizon, rows, threshold), since=exports.waits.now()))
     async for item in _bulk_window(exports, log, plan, binding, progress, select):
         yield item
 
@@ -202,7 +202,7 @@ async def _window_page(exports: Exports, log: Logger, plan: ObjectPlan, binding:
     except JobNotFoundError:
         log.warning("bulk job is gone before its pages were read; exporting the rest of its window again",
                     {"job_id": state.job_id, "object": plan.name, "after": (unit.after_stamp, unit.after_id)})
-        await binding.save(delta_export=on_lost(state))
+        await binding.save(delta_export=on_lost(state, exports.waits.now()))
         return
 
     async def documents() -> AsyncGenerator[Document, None]:
@@ -216,15 +216,10 @@ async def _window_page(exports: Exports, log: Logger, plan: ObjectPlan, binding:
     def moved_on() -> dict[str, Any]:
         watermark = unit if last is None else replace(unit, after_stamp=parse_datetime(last[cf]).replace(microsecond=0),
                                                       after_id=last[KEY_FIELD])
-        if page.next_locator is not None:
-            assert page.rows_after is not None
-            return {"delta_export": replace(state, unit=watermark, locator=page.next_locator,
-                                            rows_before=page.rows_after)}
-        following = watermark.following(state.job_rows)
-        if following is not None:
-            return {"delta_export": ToSubmit(following)}
-        # The last sub-window: its state stays until the LogCursor below has moved past it.
-        return {"delta_export": replace(state, unit=watermark)}
+        assert page.rows_after is not None
+        after = on_page_read(state, page.next_locator, page.rows_after, watermark, exports.waits.now())
+        # After the last sub-window its state stays until the LogCursor below has moved past it.
+        return {"delta_export": after if after is not None else replace(state, unit=watermark)}
 
     await binding.save_streamed(documents(), moved_on)
     if page.next_locator is not None:

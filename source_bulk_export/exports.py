@@ -43,6 +43,7 @@ from .states import (
     on_complete,
     on_failed,
     on_lost,
+    on_marked,
     on_page_read,
     on_retry_due,
     on_submitted,
@@ -86,9 +87,12 @@ def floor_to_second(moment: datetime) -> datetime:
 
 def hold_for(state: object, lag: timedelta) -> datetime | None:
     """The delta hold a backfill state implies: a job in flight or being read holds the delta stream
-    at its creation minus the lag (whole seconds, like every cursor)."""
+    at its creation minus the lag (whole seconds, like every cursor), and so does a marked unit, whose
+    job may have been created from its mark on (and be adopted)."""
     if isinstance(state, JobRunning | ReadingPage):
         return floor_to_second(state.created_at - lag)
+    if isinstance(state, ToSubmit) and state.since is not None:
+        return floor_to_second(state.since - lag)
     return None
 
 
@@ -106,6 +110,15 @@ class Exports:
         self.rest = rest
         self.waits = waits
 
+    def restored(self, object_name: str, operation: Operation, state: object) -> None:
+        """Tell BulkJobs what an export state of the checkpoint this process started from holds: the job
+        it names, or its unit's mark (see BulkJobs.restored)."""
+        match state:
+            case JobRunning() | ReadingPage():
+                self.bulk.restored(object_name, operation, job_id=state.job_id)
+            case ToSubmit(since=since) if since is not None:
+                self.bulk.restored(object_name, operation, since=since)
+
     async def run_job[U: Unit](self, log: Logger, state: ToSubmit[U] | JobRunning[U] | JobBackingOff[U],
                                select: Callable[[U], str], operation: Operation, object_name: str, *,
                                bulk_refused: str | None = None,
@@ -116,6 +129,10 @@ class Exports:
 
         `bulk_refused` is the refusal already recorded for the object: a job planned before it was
         learned is not submitted, the object is Refused at once.
+
+        A unit without a mark is yielded with one (`ToSubmit.since`) before its job is submitted; a
+        mark the process started from may name a job a killed process created, which is adopted
+        instead of submitting another (BulkJobs.orphan).
 
         Backoffs are waited out within the call. With `interruptible`, a graceful stop ends the call
         early, after the last state yielded (a job left running is polled again by the restart).
@@ -131,16 +148,19 @@ class Exports:
                     if not await waits.until(state.retry_at):
                         return
                     outcome = Next(on_retry_due(state, waits.now()))
-                case ToSubmit():
+                case ToSubmit(since=datetime() as since):
                     async with self.bulk.slot():
                         try:
-                            job = await self.bulk.submit(log, select(state.unit), operation, object_name)
+                            job = (await self.bulk.orphan(log, object_name, operation, since)
+                                   or await self.bulk.submit(log, select(state.unit), operation, object_name))
                         except BulkJobError as err:
                             outcome = self._failed(log, state, err)
                         else:
                             running = on_submitted(state, job.id, created_at(job, waits.now()))
                             yield Next(running)
                             outcome = await self._finish(log, running, object_name, waits)
+                case ToSubmit():
+                    outcome = Next(on_marked(state, waits.now()))
                 case JobRunning():
                     async with self.bulk.slot():
                         outcome = await self._finish(log, state, object_name, waits)
@@ -158,7 +178,7 @@ class Exports:
             job = await self.bulk.wait(log, state.job_id, object_name, created=state.created_at, waits=waits)
         except JobNotFoundError:
             log.warning("bulk job is gone; submitting its work again", {"job_id": state.job_id, "object": object_name})
-            return Next(on_lost(state))
+            return Next(on_lost(state, waits.now()))
         except JobTimeoutError as err:
             return self._failed(log, state, err)
         if job is None:
@@ -247,10 +267,11 @@ class Exports:
             # The rows emitted so far are covered by the watermark: go on from the last one.
             log.warning("bulk job is gone before its pages were read; submitting its slice again",
                         {"job_id": state.job_id, "object": plan.name, "last_id": last_id})
-            following = on_lost(replace(state, unit=replace(state.unit, after_id=last_id)))
+            following = on_lost(replace(state, unit=replace(state.unit, after_id=last_id)), self.waits.now())
         else:
             assert page.rows_after is not None
-            following = on_page_read(state, page.next_locator, page.rows_after, replace(state.unit, after_id=last_id))
+            following = on_page_read(state, page.next_locator, page.rows_after, replace(state.unit, after_id=last_id),
+                                     self.waits.now())
             read_to_the_end = page.next_locator is None
         following = following or Complete()
         yield following
@@ -301,7 +322,7 @@ class Exports:
                 return
             if result is not None:
                 await result.records.aclose()
-            state = ToSubmit(Whole())
+            state = ToSubmit(Whole(), since=self.waits.now())
             await binding.save(snapshot_export=state)
 
         while True:
@@ -314,7 +335,7 @@ class Exports:
                             emitted += 1
                             yield doc
                 except JobNotFoundError:
-                    state = on_lost(state)
+                    state = on_lost(state, self.waits.now())
                     await binding.save(snapshot_export=state)
                     if emitted:
                         raise  # part of the pass is out already: fail it, and the restart exports anew

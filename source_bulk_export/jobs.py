@@ -9,8 +9,9 @@ needs, so a restart can poll the same job, or read on from a locator, with nothi
 
 import asyncio
 import zlib
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
+from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from logging import Logger
@@ -32,7 +33,7 @@ from .job_errors import (
     RowCountMismatchError,
     classify_message,
 )
-from .models import TERMINAL_JOB_STATES, JobInfo, JobState
+from .models import TERMINAL_JOB_STATES, JobInfo, JobList, JobState
 from .waits import Waits
 
 type Operation = Literal["query", "queryAll"]
@@ -137,10 +138,81 @@ class BulkJobs:
         self._waits = waits
         self._max_records = max_records
         self._finished: dict[str, datetime] = {}  # complete jobs read to the end: when to delete them
+        # What the checkpoint this process started from names (see `restored`), and every job this
+        # process created or adopted: none of them can be another unit's orphan.
+        self._known: set[str] = set()
+        self._marks: Counter[tuple[str, Operation]] = Counter()
+        self._unresolved: set[tuple[str, Operation, datetime]] = set()
+        # The org's jobs as listed once, the first time a mark is resolved. Submissions wait while the
+        # list is taken, so a job of this process is always in `_known` before it can be listed.
+        self._listing: list[JobInfo] | None = None
+        self._listing_lock = asyncio.Lock()
 
     def slot(self) -> AbstractAsyncContextManager[Any]:
         """One of the `max_concurrent_jobs` places for a job between creation and a terminal state."""
         return self._slots
+
+    def restored(self, object_name: str, operation: Operation, *, job_id: str | None = None,
+                 since: datetime | None = None) -> None:
+        """Say what the checkpoint this process started from holds for one export of `object_name`: the
+        job it names (never taken for an orphan), or its unit's mark (`orphan` resolves it once). Call
+        for every export state before the first submission."""
+        if job_id is not None:
+            self._known.add(job_id)
+        if since is not None:
+            self._marks[object_name, operation] += 1
+            self._unresolved.add((object_name, operation, since))
+
+    async def orphan(self, log: Logger, object_name: str, operation: Operation, since: datetime) -> JobInfo | None:
+        """The job a killed process created for the mark `since`, if the checkpoint this process started
+        from held that mark and exactly one job fits it.
+
+        A job fits when Salesforce lists it for `object_name` and `operation`, created by the connector's
+        user from `since` on (createdDate is whole seconds), neither Failed nor Aborted (those are
+        deleted by whoever saw them end), and no checkpoint or submission of this process names it.
+        The first mark resolved lists the org's jobs (a request per 1,000 jobs the org keeps, Salesforce
+        keeping them 7 days), once per process; a mark this process wrote costs nothing.
+
+        None, and the unit is submitted again (one job spent, nothing lost), when no job fits, when
+        several do, or when two marks of the same object and operation were restored: a job could then
+        fit both, and adopting the other unit's job would export the wrong rows.
+        """
+        key = (object_name, operation, since)
+        if key not in self._unresolved:
+            return None
+        self._unresolved.discard(key)
+        if self._marks[object_name, operation] > 1:
+            log.info("not looking for an orphaned bulk job: two exports of the object were being submitted",
+                     {"object": object_name, "operation": operation})
+            return None
+        user = await self._session.user_id(log)
+        earliest = since.replace(microsecond=0)
+        fits = [job for job in await self._jobs_listed(log)
+                if job.object == object_name and job.operation == operation and job.id not in self._known
+                and job.state not in (JobState.FAILED, JobState.ABORTED) and job.createdDate is not None
+                and created_at(job, since) >= earliest and (user is None or job.createdById == user)]
+        if len(fits) != 1:
+            if fits:
+                log.warning("several bulk jobs could be the one a killed process created; submitting anew",
+                            {"object": object_name, "operation": operation, "jobs": [job.id for job in fits]})
+            return None
+        job = fits[0]
+        self._known.add(job.id)
+        log.info("adopting the bulk job a killed process created", {"job_id": job.id, "object": object_name,
+                                                                     "since": since, "state": job.state})
+        return job
+
+    async def _jobs_listed(self, log: Logger) -> list[JobInfo]:
+        async with self._listing_lock:
+            if self._listing is None:
+                listing: list[JobInfo] = []
+                page = await self._session.request_model(log, JOBS_PATH, JobList, params={"jobType": "V2Query"})
+                listing.extend(page.records)
+                while not page.done and page.nextRecordsUrl:
+                    page = await self._session.request_model(log, page.nextRecordsUrl, JobList)
+                    listing.extend(page.records)
+                self._listing = listing
+            return self._listing
 
     async def submit(self, log: Logger, soql: str, operation: Operation, object_name: str) -> JobInfo:
         """Create a job. A refusal whose text classifies (unsupported object, limits) raises that
@@ -148,8 +220,12 @@ class BulkJobs:
         await self._delete_finished(log)
         body = {"operation": operation, "query": soql, "contentType": "CSV", "columnDelimiter": "COMMA",
                 "lineEnding": "LF"}
+        # While a mark may still be resolved, a new job must be known before the org's jobs are listed.
+        listing_possible = self._listing_lock if self._unresolved else nullcontext()
         try:
-            job = await self._session.request_model(log, JOBS_PATH, JobInfo, method="POST", json=body)
+            async with listing_possible:
+                job = await self._session.request_model(log, JOBS_PATH, JobInfo, method="POST", json=body)
+                self._known.add(job.id)
         except SalesforceError as err:
             kind = classify_message(f"{err.error_code}: {err.message}")
             if kind is None:

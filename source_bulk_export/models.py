@@ -465,12 +465,21 @@ class JobInfo(BaseModel, extra="allow"):
     object: str
     state: str
     apiVersion: float | None = None
+    createdById: str | None = None
     createdDate: str | None = None
     systemModstamp: str | None = None
     numberRecordsProcessed: int = 0
     retries: int = 0
     totalProcessingTime: int = 0
     errorMessage: str | None = None
+
+
+class JobList(BaseModel, extra="allow"):
+    """`GET /jobs/query`: the org's jobs, at most 1,000 a page, in no documented order."""
+
+    done: bool
+    records: list[JobInfo]
+    nextRecordsUrl: str | None = None
 
 
 class DeletedRecord(BaseModel, extra="allow"):

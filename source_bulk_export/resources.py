@@ -36,6 +36,7 @@ from .models import (
     SalesforceRecord,
     SObjectDescribe,
 )
+from .states import decode
 
 # Describes are short requests (they don't count against the org's 25 concurrent long-running
 # requests) but each costs one call of the daily allocation. Ten in flight describe ~1,600
@@ -228,6 +229,11 @@ def open_binding(plan: ObjectPlan, exports: Exports, deletions: Deletions, confi
         exports.waits.stopping = task.stopping.event
         checkpoints.binding_opened(task, len(all_bindings))
         shared = Binding.restore(index, binding.stateKey, checkpoints, state)
+        exports.restored(plan.name, "queryAll", shared.delta_export)
+        exports.restored(plan.name, "query", shared.snapshot_export)
+        id_export = shared.deletions.export if shared.deletions is not None else None
+        if id_export is not None and id_export.job is not None:
+            exports.restored(plan.name, "query", decode(id_export.job))
 
         if plan.cursor_field is None:
             common.open_binding(
@@ -243,6 +249,7 @@ def open_binding(plan: ObjectPlan, exports: Exports, deletions: Deletions, confi
             return
         if isinstance(state.backfill, ResourceState.Backfill):
             backfill = api.load_backfill(state.backfill.next_page, advanced.backfill_slice_rows)
+            exports.restored(plan.name, "query", backfill)
             shared.hold = hold_for(backfill, advanced.delta_lag)
         common.open_binding(
             binding,

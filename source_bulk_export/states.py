@@ -18,6 +18,8 @@ One Bulk job exports one *unit*: a backfill `Slice` (the next rows after an Id),
       └─────────────────────────────────────┴── a job Salesforce lost (404), from JobRunning or
                                                 ReadingPage: the same unit again
     The Bulk API refuses the object: `Refused`, and the caller reads it through REST.
+    A ToSubmit checkpointed by a process that may have submitted its job carries a mark (`since`):
+    a restart adopts the job that process created, if Salesforce lists exactly one, as JobRunning.
 
 A backfill adds two states of its own: `ReadingRest` (an object the Bulk API refuses, read in REST
 pages on the same Id watermark) and `Complete`. Functions named
@@ -143,13 +145,22 @@ class Whole:
 
 @dataclass(frozen=True, slots=True)
 class ToSubmit[U: Unit]:
-    """No job exists for `unit` yet. `attempt` counts its failed jobs so far; `limited_since` is when
-    Salesforce first refused it for an exhausted daily limit, while it keeps doing so."""
+    """No job is known for `unit` yet. `attempt` counts its failed jobs so far; `limited_since` is when
+    Salesforce first refused it for an exhausted daily limit, while it keeps doing so.
+
+    `since` marks the state as one a process may have acted on: that process may have created the
+    unit's job (Salesforce names a job only in the answer to its creation) and been killed before a
+    checkpoint named it. A restart that finds a mark looks for such an orphan, a job of this process's
+    user for the same object and operation created from `since` (whole seconds) on, and adopts it
+    rather than submit the unit again (jobs.BulkJobs.orphan). None: no job can exist yet; the state
+    is checkpointed with a mark before its job is submitted.
+    """
 
     PHASE: ClassVar[str] = "to_submit"
     unit: U
     attempt: int = 0
     limited_since: datetime | None = None
+    since: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,7 +226,13 @@ class Next[U: Unit]:
 # --- transitions ---------------------------------------------------------------------------------
 
 
+def on_marked[U: Unit](state: ToSubmit[U], now: datetime) -> ToSubmit[U]:
+    """A unit about to be submitted for the first time: checkpoint the mark before the job exists."""
+    return replace(state, since=now)
+
+
 def on_submitted[U: Unit](state: ToSubmit[U], job_id: str, created_at: datetime) -> JobRunning[U]:
+    """The job was created, or (after a restart) an orphan created for the same mark was adopted."""
     return JobRunning(state.unit, state.attempt, job_id, created_at)
 
 
@@ -224,7 +241,8 @@ def on_complete[U: Unit](state: JobRunning[U], job_rows: int) -> ReadingPage[U]:
 
 
 def on_failed[U: Unit](state: ToSubmit[U] | JobRunning[U], error: BulkJobError, now: datetime) -> Next[U]:
-    """A job ended Failed or Aborted, timed out, or Salesforce refused to create it."""
+    """A job ended Failed or Aborted, timed out, or Salesforce refused to create it. A smaller unit is
+    submitted at once, so it carries a mark; a job that failed is deleted, so it is never adopted."""
     unit, attempt = state.unit, state.attempt
     match error:
         case BulkUnsupportedError():
@@ -232,13 +250,13 @@ def on_failed[U: Unit](state: ToSubmit[U] | JobRunning[U], error: BulkJobError, 
         case JobTooLargeError() | JobTimeoutError():
             smaller = unit.split()
             if smaller is not None:
-                return Next(ToSubmit(smaller))
+                return Next(ToSubmit(smaller, since=now))
             return Next(JobBackingOff(unit, attempt + 1, now + FAILED_PAUSE, error.message), report=error)
         case LimitExhaustedError():
             # Waiting for the allocation to roll over is not an attempt at the unit.
-            since = (state.limited_since if isinstance(state, ToSubmit) else None) or now
-            waiting = JobBackingOff(unit, attempt, now + LIMIT_RETRY, error.message, limited_since=since)
-            return Next(waiting, report=error if now - since >= LIMIT_REPORT_AFTER else None)
+            first_refused = (state.limited_since if isinstance(state, ToSubmit) else None) or now
+            waiting = JobBackingOff(unit, attempt, now + LIMIT_RETRY, error.message, limited_since=first_refused)
+            return Next(waiting, report=error if now - first_refused >= LIMIT_REPORT_AFTER else None)
         case TransientJobError():
             attempt += 1
             if attempt < TRANSIENT_ATTEMPTS:
@@ -253,23 +271,29 @@ def on_failed[U: Unit](state: ToSubmit[U] | JobRunning[U], error: BulkJobError, 
 
 def on_retry_due[U: Unit](state: JobBackingOff[U], now: datetime) -> JobPhase[U]:
     """The backoff's end: the unit is submitted again, or (before `retry_at`) nothing changes."""
-    return ToSubmit(state.unit, state.attempt, state.limited_since) if now >= state.retry_at else state
+    if now < state.retry_at:
+        return state
+    return ToSubmit(state.unit, state.attempt, state.limited_since, since=now)
 
 
-def on_lost[U: Unit](state: JobRunning[U] | ReadingPage[U]) -> ToSubmit[U]:
+def on_lost[U: Unit](state: JobRunning[U] | ReadingPage[U], now: datetime) -> ToSubmit[U]:
     """Salesforce no longer has the job (deleted, or its results expired): not a failure of the unit."""
-    return ToSubmit(state.unit, state.attempt if isinstance(state, JobRunning) else 0)
+    return ToSubmit(state.unit, state.attempt if isinstance(state, JobRunning) else 0, since=now)
 
 
 def on_page_read[U: Unit](state: ReadingPage[U], next_locator: str | None, rows_after: int,
-                          unit: U) -> ReadingPage[U] | ToSubmit[U] | None:
+                          unit: U, now: datetime) -> ReadingPage[U] | ToSubmit[U] | None:
     """A page was read whole. `unit` is the unit as it stands after the page (a slice's watermark
     moved to the page's last Id). Returns the next page, the following unit, or None when the unit
     was the last one."""
     if next_locator is not None:
         return replace(state, unit=unit, locator=next_locator, rows_before=rows_after)
     following = unit.following(state.job_rows)
-    return None if following is None else ToSubmit(following)
+    if following is None:
+        return None
+    # The mark starts after the second the job just read was created in, so that job, still kept
+    # for the deletion grace, can never be taken for an orphan of the following unit.
+    return ToSubmit(following, since=max(now, state.created_at + timedelta(seconds=1)))
 
 
 # --- the backfill's own states -------------------------------------------------------------------
@@ -301,11 +325,12 @@ _STATES: dict[str, type[Any]] = {
     cls.PHASE: cls for cls in (ToSubmit, JobRunning, JobBackingOff, ReadingPage, ReadingRest, Complete)
 }
 _UNITS: dict[str, type[Any]] = {cls.KIND: cls for cls in (Slice, Window, Whole)}
-_DATETIMES = frozenset({"created_at", "retry_at", "limited_since", "lower", "upper", "through", "after_stamp"})
+_DATETIMES = frozenset({"created_at", "retry_at", "limited_since", "since", "lower", "upper", "through",
+                        "after_stamp"})
 # Every key any state can have. A checkpoint is a JSON merge patch, so each one writes all of them
 # (null where unused): a key left out would keep the previous state's value.
 KEYS = ("phase", "unit", "after_id", "rows", "lower", "upper", "through", "after_stamp", "attempt", "job_id",
-        "created_at", "retry_at", "failure", "limited_since", "job_rows", "locator", "rows_before")
+        "created_at", "retry_at", "failure", "limited_since", "since", "job_rows", "locator", "rows_before")
 
 
 def encode(state: State) -> dict[str, Any]:

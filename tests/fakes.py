@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from logging import Logger
 from typing import Any
 
@@ -56,6 +57,7 @@ class FakeSession:
     routes: dict[Key, list[Response]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     open_bodies: int = 0  # response bodies started and not yet finished or closed
+    user: str | None = "005000000000001AAA"  # the user the token's identity URL names
 
     def script(self, method: str, path: str, *responses: Response, locator: str | None = None) -> None:
         self.routes[(method, path, locator)] = list(responses)
@@ -72,6 +74,9 @@ class FakeSession:
 
     async def data_url(self, log: Logger) -> str:
         return "https://fake.my.salesforce.com/services/data/v62.0"
+
+    async def user_id(self, log: Logger) -> str | None:
+        return self.user
 
     async def request(
         self,
@@ -160,6 +165,8 @@ def job_json(
     rows: int = 0,
     error: str | None = None,
     operation: str = "query",
+    created: datetime | None = None,
+    created_by: str = "005000000000001AAA",
 ) -> bytes:
     body: dict[str, Any] = {
         "id": job_id,
@@ -172,6 +179,9 @@ def job_json(
     }
     if error is not None:
         body["errorMessage"] = error
+    if created is not None:
+        body["createdDate"] = created.strftime("%Y-%m-%dT%H:%M:%S.000+0000")
+        body["createdById"] = created_by
     return json.dumps(body).encode()
 
 

@@ -90,6 +90,9 @@ class FakeBulk:
     def slot(self) -> AbstractAsyncContextManager[Any]:
         return nullcontext()
 
+    async def orphan(self, log: Any, object_name: str, operation: str, since: datetime) -> None:
+        return None  # no restored marks here
+
     async def submit(self, log: Any, soql: str, operation: str, object_name: str) -> Any:
         self.runs.append((soql, operation))
         raise RuntimeError("stop here: the test only checks which jobs would run")
@@ -258,8 +261,8 @@ async def test_a_window_over_the_threshold_goes_through_bulk_queryall() -> None:
     soql, operation = bulk.runs[0]
     assert operation == "queryAll"
     assert soql.endswith("ORDER BY SystemModstamp, Id")
-    # The export was checkpointed before its first job: a restart goes on with it.
-    assert shared.delta_export == ToSubmit(changes.first_window(T0 - timedelta(hours=1), T0 - LAG, 11, 10))
+    # The export was checkpointed, marked, before its first job: a restart goes on with it (or its job).
+    assert shared.delta_export == ToSubmit(changes.first_window(T0 - timedelta(hours=1), T0 - LAG, 11, 10), since=T0)
 
 
 @freeze_time(T0)

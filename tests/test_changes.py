@@ -122,6 +122,6 @@ async def test_the_next_sub_window_is_checkpointed_with_the_last_page_of_this_on
     following = Window(half.upper, half.upper + timedelta(minutes=2), WINDOW.through)
     assert checkpoints.patches[0]["delta_export"]["phase"] == "to_submit"
     assert [d["Id"] for d in checkpoints.documents] == [r[0] for r in ROWS]
-    assert shared.delta_export == ToSubmit(following)
+    assert shared.delta_export == ToSubmit(following, since=T0)  # marked: it is submitted next
     assert session.calls_to("POST")[0].json["query"].endswith(  # type: ignore[index]
         "SystemModstamp > 2026-12-01T11:52:00Z AND SystemModstamp <= 2026-12-01T11:54:00Z ORDER BY SystemModstamp, Id")

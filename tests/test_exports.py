@@ -99,11 +99,16 @@ def test_an_object_no_api_can_read_is_a_clear_error() -> None:
 
 
 @pytest.mark.asyncio
-async def test_a_new_job_is_reported_running_before_the_wait_begins(session: FakeSession, frozen: FrozenTime) -> None:
+async def test_a_new_unit_is_marked_before_its_job_exists_and_the_job_reported_before_any_poll(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
     session.script("POST", "/jobs/query", created_json(JOB))
     session.script("GET", f"/jobs/query/{JOB}", job_json(JOB, "InProgress"), job_json(JOB, "JobComplete", rows=3))
     driver = exports(session, frozen).run_job(LOG, ToSubmit(Whole()), lambda _: SOQL, "query", "Account")
 
+    marked = await anext(driver)
+    assert marked.state == ToSubmit(Whole(), since=T0)
+    assert session.calls == []  # checkpointed before the job can exist
     first = await anext(driver)
     assert first.state == JobRunning(Whole(), 0, JOB, T0)
     assert session.calls_to("GET") == []  # checkpointed before any poll
@@ -134,7 +139,7 @@ async def test_a_checkpointed_job_salesforce_lost_is_submitted_again(session: Fa
         LOG, JobRunning(Whole(), 2, gone, T0), lambda _: SOQL, "query", "Account"))
 
     assert names(reached) == ["ToSubmit", "JobRunning", "ReadingPage"]
-    assert reached[0] == ToSubmit(Whole(), 2)  # losing the job is not a failure of the unit
+    assert reached[0] == ToSubmit(Whole(), 2, since=T0)  # losing the job is not a failure of the unit
 
 
 @pytest.mark.asyncio
@@ -149,8 +154,8 @@ async def test_transient_failures_are_retried_after_their_backoff(session: FakeS
     reached = await states_of(exports(session, frozen).run_job(
         LOG, ToSubmit(Whole()), lambda _: SOQL, "query", "Account"))
 
-    assert names(reached) == ["JobRunning", "JobBackingOff", "ToSubmit", "JobRunning", "JobBackingOff", "ToSubmit",
-                              "JobRunning", "ReadingPage"]
+    assert names(reached) == ["ToSubmit", "JobRunning", "JobBackingOff", "ToSubmit", "JobRunning", "JobBackingOff",
+                              "ToSubmit", "JobRunning", "ReadingPage"]
     backoffs = [s for s in reached if isinstance(s, JobBackingOff)]
     assert [b.attempt for b in backoffs] == [1, 2]
     assert frozen.sleeps == [30.0, 60.0]  # the jobs complete on their first poll
@@ -167,7 +172,8 @@ async def test_a_restart_during_a_backoff_waits_only_what_remains(session: FakeS
     reached = await states_of(exports(session, frozen).run_job(LOG, found, lambda _: SOQL, "query", "Account"))
 
     assert frozen.sleeps == [20.0]
-    assert reached[0] == ToSubmit(Whole(), 2) and names(reached)[1:] == ["JobRunning", "ReadingPage"]
+    assert reached[0] == ToSubmit(Whole(), 2, since=T0 + timedelta(seconds=20))
+    assert names(reached)[1:] == ["JobRunning", "ReadingPage"]
 
 
 @pytest.mark.asyncio
@@ -211,7 +217,7 @@ async def test_a_split_resubmits_the_smaller_unit_with_its_own_soql(session: Fak
     reached = await states_of(exports(session, frozen).run_job(
         LOG, ToSubmit(Slice(None, 4000)), lambda s: f"{SOQL} LIMIT {s.rows}", "query", "Account"))
 
-    assert names(reached) == ["JobRunning", "ToSubmit", "JobRunning", "ReadingPage"]
+    assert names(reached) == ["ToSubmit", "JobRunning", "ToSubmit", "JobRunning", "ReadingPage"]
     assert [c.json["query"] for c in session.calls_to("POST")] == [  # type: ignore[index]
         f"{SOQL} LIMIT 4000", f"{SOQL} LIMIT 2000"]
 
@@ -271,12 +277,12 @@ async def test_a_slice_is_submitted_waited_for_and_read_page_by_page_holding_the
         return items
 
     first = await call(ToSubmit(Slice(None, 4)))
-    assert names(first) == ["JobRunning", "ReadingPage", "dict", "dict", "ReadingPage"]
+    assert names(first) == ["ToSubmit", "JobRunning", "ReadingPage", "dict", "dict", "ReadingPage"]
     assert first[-1] == ReadingPage(Slice(ROWS[1][0], 4), JOB, T0 - timedelta(seconds=2), 3, "L2", 2)
-    # From before the job exists (now - lag) until its last page is read (the job's creation - lag),
+    # From before the job exists (its mark - lag) until its last page is read (the job's creation - lag),
     # the delta stream reads nothing newer than the job may hold an older version of.
-    assert holds[0] == T0 - LAG
-    assert holds[1:] == [T0 - timedelta(seconds=2) - LAG] * 4
+    assert holds[:2] == [T0 - LAG] * 2
+    assert holds[2:] == [T0 - timedelta(seconds=2) - LAG] * 4
     assert session.calls_to("DELETE") == []  # its checkpoint names a page still to read
 
     second = await call(first[-1])
@@ -297,7 +303,7 @@ async def test_a_slice_whose_job_vanished_mid_read_goes_on_from_the_last_id(
 
     items = [i async for i in exports(session, frozen).backfill(LOG, account_plan(), binding(), reading, select, LAG)]
 
-    assert items == [ToSubmit(Slice(ROWS[1][0], 3))]
+    assert items == [ToSubmit(Slice(ROWS[1][0], 3), since=T0)]
 
 
 @pytest.mark.asyncio
@@ -313,9 +319,9 @@ async def test_an_object_the_bulk_api_refuses_is_read_through_rest_and_the_refus
     items = [i async for i in exports(session, frozen).backfill(
         LOG, account_plan(), shared, ToSubmit(Slice(None, 500)), select, LAG)]
 
-    # In the same call: the refusal, then the first REST page (short, so the last).
-    assert items[0] == ReadingRest(None)
-    assert [d["Id"] for d in items[1:-1]] == [r[0] for r in ROWS] and items[-1] == Complete()
+    # In the same call: the mark, the refusal, then the first REST page (short, so the last).
+    assert items[:2] == [ToSubmit(Slice(None, 500), since=T0), ReadingRest(None)]
+    assert [d["Id"] for d in items[2:-1]] == [r[0] for r in ROWS] and items[-1] == Complete()
     assert shared.bulk_refused == "Entity 'Account' is not supported by the Bulk API."
     assert isinstance(shared.checkpoints, RecordedCheckpoints)
     assert shared.checkpoints.patches == [{"bulk_refused": shared.bulk_refused}]
@@ -326,6 +332,8 @@ def test_the_hold_follows_the_backfill_state() -> None:
     assert hold_for(JobRunning(Slice(None, 1), 0, JOB, created), LAG) == created - LAG
     assert hold_for(ReadingPage(Slice(None, 1), JOB, created, 1, None, 0), LAG) == created - LAG
     assert hold_for(ToSubmit(Slice(None, 1)), LAG) is None
+    # A marked unit's job may exist from the mark on, and be adopted after a restart.
+    assert hold_for(ToSubmit(Slice(None, 1), since=created), LAG) == created - LAG
     assert hold_for(Complete(), LAG) is None
 
 

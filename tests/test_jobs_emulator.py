@@ -75,6 +75,30 @@ async def test_reset_mid_page_loses_no_row(emu: EmulatorServer, session: Salesfo
 
 
 @pytest.mark.asyncio
+async def test_a_job_created_by_a_process_killed_before_naming_it_is_adopted_by_the_restart(
+    emu: EmulatorServer, session: SalesforceSession
+) -> None:
+    # Contact: this module's other tests leave Account jobs created in the same second, which would
+    # make the orphan ambiguous (and rightly not adopted).
+    soql = "SELECT Id, LastName FROM Contact"
+    emu.reset_counters()
+    killed = Exports(bulk(session), RestQuery(session), Waits(scale=0.0, sleep=no_sleep))
+    steps = killed.run_job(LOG, ToSubmit(Whole()), lambda _: soql, "query", "Contact")
+    mark = (await anext(steps)).state  # the last checkpoint the killed process committed
+    orphan = (await anext(steps)).state  # created on Salesforce, never committed
+    await steps.aclose()
+    assert isinstance(mark, ToSubmit) and isinstance(orphan, JobRunning)
+
+    restart = Exports(bulk(session), RestQuery(session), Waits(scale=0.0, sleep=no_sleep))
+    restart.restored("Contact", "query", mark)
+    states = [outcome.state async for outcome in restart.run_job(LOG, mark, lambda _: soql, "query", "Contact")]
+
+    assert isinstance(states[0], JobRunning) and states[0].job_id == orphan.job_id
+    assert isinstance(states[-1], ReadingPage) and states[-1].job_rows == len(emu.org.live_rows("Contact"))
+    assert emu.counters.requests["job_create"] == 1 and emu.counters.requests["job_list"] == 1
+
+
+@pytest.mark.asyncio
 async def test_a_transient_failure_backs_off_then_the_job_is_submitted_again(
     emu: EmulatorServer, session: SalesforceSession
 ) -> None:
@@ -85,7 +109,7 @@ async def test_a_transient_failure_backs_off_then_the_job_is_submitted_again(
         LOG, ToSubmit(Whole()), lambda _: "SELECT Id FROM Account", "query", "Account")]
 
     assert [type(s).__name__ for s in states] == [
-        "JobRunning", "JobBackingOff", "ToSubmit", "JobRunning", "ReadingPage"]
+        "ToSubmit", "JobRunning", "JobBackingOff", "ToSubmit", "JobRunning", "ReadingPage"]
     first, retried = (s for s in states if isinstance(s, JobRunning))
     assert first.job_id != retried.job_id and retried.attempt == 1
     assert isinstance(states[-1], ReadingPage) and states[-1].job_rows == ROWS

@@ -29,6 +29,7 @@ from source_bulk_export.states import (
     on_complete,
     on_failed,
     on_lost,
+    on_marked,
     on_page_read,
     on_retry_due,
     on_submitted,
@@ -78,14 +79,15 @@ def test_transient_failures_back_off_30_60_120_seconds_then_report_and_pause_an_
 def test_a_backoff_ends_at_retry_at_and_no_sooner_keeping_the_attempts() -> None:
     waiting = JobBackingOff(SLICE, 3, retry_at=NOW + timedelta(seconds=90), failure="InternalServerError")
     assert on_retry_due(waiting, NOW + timedelta(seconds=89)) is waiting
-    assert on_retry_due(waiting, NOW + timedelta(seconds=90)) == ToSubmit(SLICE, 3)
+    # Submitted at once, so marked: a process killed after the submission leaves its job adoptable.
+    assert on_retry_due(waiting, NOW + timedelta(seconds=90)) == ToSubmit(SLICE, 3, since=NOW + timedelta(seconds=90))
 
 
 def test_a_too_large_slice_is_halved_down_to_the_minimum_then_reported() -> None:
     too_large = JobTooLargeError("QUERY_TIMEOUT", job_id=JOB, object="Account", state="Failed")
-    assert on_failed(running(), too_large, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000))
+    assert on_failed(running(), too_large, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000), since=NOW)
     timed_out = JobTimeoutError("still InProgress", job_id=JOB, object="Account", state="InProgress")
-    assert on_failed(running(), timed_out, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000))
+    assert on_failed(running(), timed_out, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000), since=NOW)
 
     smallest = JobRunning(Slice("001", states.MIN_SLICE_ROWS), 0, JOB, CREATED)
     outcome = on_failed(smallest, too_large, NOW)
@@ -97,7 +99,7 @@ def test_a_too_large_window_is_halved_down_to_one_second() -> None:
     window = Window(NOW - timedelta(seconds=10), NOW, NOW + timedelta(hours=1))
     too_large = JobTooLargeError("too big", job_id=JOB, object="Account", state="Failed")
     assert on_failed(ToSubmit(window), too_large, NOW).state == ToSubmit(
-        Window(window.lower, window.lower + timedelta(seconds=5), window.through))
+        Window(window.lower, window.lower + timedelta(seconds=5), window.through), since=NOW)
     second = Window(NOW - timedelta(seconds=1), NOW, NOW)
     assert isinstance(on_failed(ToSubmit(second), too_large, NOW).state, JobBackingOff)
     assert isinstance(on_failed(ToSubmit(Whole()), too_large, NOW).state, JobBackingOff)
@@ -117,7 +119,7 @@ def test_an_exhausted_limit_waits_a_quarter_hour_without_spending_attempts_and_i
 
     assert isinstance(first.state, JobBackingOff)
     again = on_retry_due(first.state, NOW + states.LIMIT_RETRY)
-    assert again == ToSubmit(SLICE, 1, limited_since=NOW)
+    assert again == ToSubmit(SLICE, 1, limited_since=NOW, since=NOW + states.LIMIT_RETRY)
     assert isinstance(again, ToSubmit)
     assert on_failed(again, limit, NOW + timedelta(hours=23)).report is None
     late = on_failed(again, limit, NOW + timedelta(days=1))
@@ -132,20 +134,33 @@ def test_an_unknown_failure_is_reported_and_retried_after_a_pause() -> None:
 
 
 def test_a_lost_job_is_submitted_again_without_counting_a_failure() -> None:
-    assert on_lost(running(2)) == ToSubmit(SLICE, 2)
+    assert on_lost(running(2), NOW) == ToSubmit(SLICE, 2, since=NOW)
     reading = ReadingPage(Slice("001x", 500_000), JOB, CREATED, 10, locator="L2", rows_before=5)
-    assert on_lost(reading) == ToSubmit(Slice("001x", 500_000))
+    assert on_lost(reading, NOW) == ToSubmit(Slice("001x", 500_000), since=NOW)
 
 
 def test_pages_advance_by_locator_then_to_the_next_slice_or_the_end() -> None:
     reading = on_complete(running(), 500_000)
     moved = Slice("001zzz", 500_000)
-    assert on_page_read(reading, "L2", 50_000, moved) == ReadingPage(moved, JOB, CREATED, 500_000, "L2", 50_000)
-    # A full slice's last page: the next slice starts after its last Id.
-    assert on_page_read(reading, None, 500_000, moved) == ToSubmit(moved)
+    assert on_page_read(reading, "L2", 50_000, moved, NOW) == ReadingPage(moved, JOB, CREATED, 500_000, "L2", 50_000)
+    # A full slice's last page: the next slice starts after its last Id, marked as it is submitted next.
+    assert on_page_read(reading, None, 500_000, moved, NOW) == ToSubmit(moved, since=NOW)
     # A short slice was the last one.
     short = on_complete(running(), 499_999)
-    assert on_page_read(short, None, 499_999, moved) is None
+    assert on_page_read(short, None, 499_999, moved, NOW) is None
+
+
+def test_a_mark_never_reaches_back_to_the_second_the_job_just_read_was_created_in() -> None:
+    # A job created and read within one second: the job, kept for the deletion grace, must not look
+    # like the next unit's orphan, so the mark starts at the next whole second.
+    quick = ReadingPage(SLICE, JOB, NOW, SLICE.rows, None, 0)
+    later = NOW + timedelta(milliseconds=700)
+    following = on_page_read(quick, None, 500_000, SLICE, later)
+    assert following == ToSubmit(SLICE, since=NOW + timedelta(seconds=1))
+
+
+def test_a_unit_never_checkpointed_is_marked_before_its_job_exists() -> None:
+    assert on_marked(ToSubmit(SLICE, attempt=1), NOW) == ToSubmit(SLICE, attempt=1, since=NOW)
 
 
 def test_windows_follow_one_another_to_the_end_of_the_delta_window() -> None:
@@ -164,6 +179,7 @@ def test_windows_follow_one_another_to_the_end_of_the_delta_window() -> None:
 EVERY_STATE = [
     ToSubmit(SLICE),
     ToSubmit(Slice(None, 1000), attempt=2, limited_since=NOW),
+    ToSubmit(SLICE, since=NOW + timedelta(microseconds=250_001)),
     JobRunning(SLICE, 1, JOB, CREATED),
     JobBackingOff(SLICE, 2, NOW, "InternalServerError"),
     ReadingPage(SLICE, JOB, CREATED, 10, "MTAwMDA", 5),
