@@ -20,7 +20,7 @@ from estuary_cdk.capture.common import LogCursor
 
 from .checkpoints import Binding
 from .exports import Exports, Path, choose_path, completed_job
-from .fields import KEY_FIELD, Document, ObjectPlan
+from .fields import KEY_FIELD, ColumnMismatch, Document, ObjectPlan
 from .job_errors import JobNotFoundError
 from .states import JobBackingOff, JobRunning, ReadingPage, Refused, ToSubmit, Window, on_lost, on_page_read
 
@@ -202,7 +202,7 @@ async def _window_page(exports: Exports, log: Logger, plan: ObjectPlan, binding:
     except JobNotFoundError:
         log.warning("bulk job is gone before its pages were read; exporting the rest of its window again",
                     {"job_id": state.job_id, "object": plan.name, "after": (unit.after_stamp, unit.after_id)})
-        await binding.save(delta_export=on_lost(state, exports.waits.now()))
+        await binding.save(delta_export=on_lost(state))
         return
 
     async def documents() -> AsyncGenerator[Document, None]:
@@ -217,11 +217,19 @@ async def _window_page(exports: Exports, log: Logger, plan: ObjectPlan, binding:
         watermark = unit if last is None else replace(unit, after_stamp=parse_datetime(last[cf]).replace(microsecond=0),
                                                       after_id=last[KEY_FIELD])
         assert page.rows_after is not None
-        after = on_page_read(state, page.next_locator, page.rows_after, watermark, exports.waits.now())
+        after = on_page_read(state, page.next_locator, page.rows_after, watermark)
         # After the last sub-window its state stays until the LogCursor below has moved past it.
         return {"delta_export": after if after is not None else replace(state, unit=watermark)}
 
-    await binding.save_streamed(documents(), moved_on)
+    try:
+        await binding.save_streamed(documents(), moved_on)
+    except ColumnMismatch as err:
+        # Raised at the header, before any row: a job submitted under an earlier plan (a field added
+        # or removed since), or one adopted by mistake. Only a new job can have the planned columns.
+        log.warning("bulk job's columns are not the planned ones; exporting the rest of its window again",
+                    {"job_id": state.job_id, "object": plan.name, "error": str(err)})
+        await binding.save(delta_export=on_lost(state))
+        return
     if page.next_locator is not None:
         progress.exhausted = progress.remaining <= 0
         return

@@ -279,7 +279,7 @@ class Deletions:
             fold.add([row async for row in page.rows])
         except JobNotFoundError:
             # A digest must hold each Id once: the export starts over.
-            state = _with(state, job=encode(on_lost(job, self._exports.waits.now())), **_IdFold.empty(export))
+            state = _with(state, job=encode(on_lost(job)), **_IdFold.empty(export))
             await binding.save(deletions=state)
             return state
         if page.next_locator is None:

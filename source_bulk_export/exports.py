@@ -21,7 +21,7 @@ from enum import StrEnum
 from logging import Logger
 
 from .checkpoints import Binding
-from .fields import KEY_FIELD, Document, ObjectPlan
+from .fields import KEY_FIELD, ColumnMismatch, Document, ObjectPlan
 from .job_errors import BulkJobError, JobNotFoundError, JobTimeoutError, classify_job
 from .jobs import BulkJobs, Operation, created_at
 from .models import JobInfo, JobState
@@ -40,6 +40,7 @@ from .states import (
     ToSubmit,
     Unit,
     Whole,
+    mark_after,
     on_complete,
     on_failed,
     on_lost,
@@ -110,14 +111,14 @@ class Exports:
         self.rest = rest
         self.waits = waits
 
-    def restored(self, object_name: str, operation: Operation, state: object) -> None:
+    def restored(self, object_name: str, operation: Operation, state: object, *, adoptable: bool = True) -> None:
         """Tell BulkJobs what an export state of the checkpoint this process started from holds: the job
-        it names, or its unit's mark (see BulkJobs.restored)."""
-        match state:
-            case JobRunning() | ReadingPage():
-                self.bulk.restored(object_name, operation, job_id=state.job_id)
-            case ToSubmit(since=since) if since is not None:
-                self.bulk.restored(object_name, operation, since=since)
+        it names, and the mark of the submission it leads to, which the killed process may have made
+        unrecorded (see BulkJobs.restored). A state not `adoptable` names its job only: no job is
+        adopted for it (an export that must not risk reading another export's rows)."""
+        if isinstance(state, ToSubmit | JobRunning | JobBackingOff | ReadingPage):
+            job_id = state.job_id if isinstance(state, JobRunning | ReadingPage) else None
+            self.bulk.restored(object_name, operation, job_id=job_id, since=mark_after(state) if adoptable else None)
 
     async def run_job[U: Unit](self, log: Logger, state: ToSubmit[U] | JobRunning[U] | JobBackingOff[U],
                                select: Callable[[U], str], operation: Operation, object_name: str, *,
@@ -178,7 +179,7 @@ class Exports:
             job = await self.bulk.wait(log, state.job_id, object_name, created=state.created_at, waits=waits)
         except JobNotFoundError:
             log.warning("bulk job is gone; submitting its work again", {"job_id": state.job_id, "object": object_name})
-            return Next(on_lost(state, waits.now()))
+            return Next(on_lost(state))
         except JobTimeoutError as err:
             return self._failed(log, state, err)
         if job is None:
@@ -263,15 +264,16 @@ class Exports:
             async for doc in page.rows:
                 last_id = doc[KEY_FIELD]
                 yield doc
-        except JobNotFoundError:
-            # The rows emitted so far are covered by the watermark: go on from the last one.
-            log.warning("bulk job is gone before its pages were read; submitting its slice again",
-                        {"job_id": state.job_id, "object": plan.name, "last_id": last_id})
-            following = on_lost(replace(state, unit=replace(state.unit, after_id=last_id)), self.waits.now())
+        except (JobNotFoundError, ColumnMismatch) as err:
+            # The rows emitted so far are covered by the watermark: go on from the last one. A page
+            # whose columns are not the planned ones (a job of an earlier plan, or one adopted by
+            # mistake) fails at its header, and only a new job can have the planned columns.
+            log.warning("bulk job's pages cannot be read; submitting its slice again",
+                        {"job_id": state.job_id, "object": plan.name, "last_id": last_id, "error": str(err)})
+            following = on_lost(replace(state, unit=replace(state.unit, after_id=last_id)))
         else:
             assert page.rows_after is not None
-            following = on_page_read(state, page.next_locator, page.rows_after, replace(state.unit, after_id=last_id),
-                                     self.waits.now())
+            following = on_page_read(state, page.next_locator, page.rows_after, replace(state.unit, after_id=last_id))
             read_to_the_end = page.next_locator is None
         following = following or Complete()
         yield following
@@ -334,8 +336,8 @@ class Exports:
                         async for doc in page.rows:
                             emitted += 1
                             yield doc
-                except JobNotFoundError:
-                    state = on_lost(state, self.waits.now())
+                except (JobNotFoundError, ColumnMismatch):  # see _backfill_page
+                    state = on_lost(state)
                     await binding.save(snapshot_export=state)
                     if emitted:
                         raise  # part of the pass is out already: fail it, and the restart exports anew

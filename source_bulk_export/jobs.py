@@ -155,8 +155,8 @@ class BulkJobs:
     def restored(self, object_name: str, operation: Operation, *, job_id: str | None = None,
                  since: datetime | None = None) -> None:
         """Say what the checkpoint this process started from holds for one export of `object_name`: the
-        job it names (never taken for an orphan), or its unit's mark (`orphan` resolves it once). Call
-        for every export state before the first submission."""
+        job it names (never taken for an orphan), and the mark of the next submission it leads to
+        (`orphan` resolves it once). Call for every export state before the first submission."""
         if job_id is not None:
             self._known.add(job_id)
         if since is not None:

@@ -233,7 +233,9 @@ def open_binding(plan: ObjectPlan, exports: Exports, deletions: Deletions, confi
         exports.restored(plan.name, "query", shared.snapshot_export)
         id_export = shared.deletions.export if shared.deletions is not None else None
         if id_export is not None and id_export.job is not None:
-            exports.restored(plan.name, "query", decode(id_export.job))
+            # An Id export adopting a backfill's job would take a slice for every Id there is, and
+            # report the rest deleted: its job is never adopted, only kept from being adopted.
+            exports.restored(plan.name, "query", decode(id_export.job), adoptable=False)
 
         if plan.cursor_field is None:
             common.open_binding(

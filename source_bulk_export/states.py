@@ -148,12 +148,12 @@ class ToSubmit[U: Unit]:
     """No job is known for `unit` yet. `attempt` counts its failed jobs so far; `limited_since` is when
     Salesforce first refused it for an exhausted daily limit, while it keeps doing so.
 
-    `since` marks the state as one a process may have acted on: that process may have created the
-    unit's job (Salesforce names a job only in the answer to its creation) and been killed before a
-    checkpoint named it. A restart that finds a mark looks for such an orphan, a job of this process's
-    user for the same object and operation created from `since` (whole seconds) on, and adopts it
-    rather than submit the unit again (jobs.BulkJobs.orphan). None: no job can exist yet; the state
-    is checkpointed with a mark before its job is submitted.
+    `since` (the mark) is the earliest instant a job for `unit` can have been created: a process
+    that reached this state may have created it (Salesforce names a job only in the answer to its
+    creation) and been killed before a checkpoint named it. A restart looks for such an orphan, a
+    job of the connector's user for the same object and operation created from `since` (whole
+    seconds) on, and adopts it rather than submit the unit again (jobs.BulkJobs.orphan). None: no
+    job can exist yet; the state is checkpointed with a mark before its job is submitted.
     """
 
     PHASE: ClassVar[str] = "to_submit"
@@ -226,6 +226,25 @@ class Next[U: Unit]:
 # --- transitions ---------------------------------------------------------------------------------
 
 
+def mark_after(state: "JobPhase[Any]") -> datetime | None:
+    """The mark of the ToSubmit that `state` leads to: after a job (running, read, lost or failed),
+    the second after its creation; after a backoff, its end; a ToSubmit's own mark.
+
+    Marks derive from the state, not the clock: a restart from `state` computes the same mark a
+    killed process computed from it, and so can look for the job that process may have submitted
+    under it (BulkJobs.restored). Starting past the job's own creation second, a mark never takes
+    that job, kept for its deletion grace, for its successor's orphan.
+    """
+    match state:
+        case JobRunning() | ReadingPage():
+            return state.created_at + timedelta(seconds=1)
+        case JobBackingOff():
+            return state.retry_at
+        case ToSubmit():
+            return state.since
+    return None
+
+
 def on_marked[U: Unit](state: ToSubmit[U], now: datetime) -> ToSubmit[U]:
     """A unit about to be submitted for the first time: checkpoint the mark before the job exists."""
     return replace(state, since=now)
@@ -241,8 +260,7 @@ def on_complete[U: Unit](state: JobRunning[U], job_rows: int) -> ReadingPage[U]:
 
 
 def on_failed[U: Unit](state: ToSubmit[U] | JobRunning[U], error: BulkJobError, now: datetime) -> Next[U]:
-    """A job ended Failed or Aborted, timed out, or Salesforce refused to create it. A smaller unit is
-    submitted at once, so it carries a mark; a job that failed is deleted, so it is never adopted."""
+    """A job ended Failed or Aborted, timed out, or Salesforce refused to create it."""
     unit, attempt = state.unit, state.attempt
     match error:
         case BulkUnsupportedError():
@@ -250,7 +268,7 @@ def on_failed[U: Unit](state: ToSubmit[U] | JobRunning[U], error: BulkJobError, 
         case JobTooLargeError() | JobTimeoutError():
             smaller = unit.split()
             if smaller is not None:
-                return Next(ToSubmit(smaller, since=now))
+                return Next(ToSubmit(smaller, since=mark_after(state) or now))
             return Next(JobBackingOff(unit, attempt + 1, now + FAILED_PAUSE, error.message), report=error)
         case LimitExhaustedError():
             # Waiting for the allocation to roll over is not an attempt at the unit.
@@ -273,27 +291,24 @@ def on_retry_due[U: Unit](state: JobBackingOff[U], now: datetime) -> JobPhase[U]
     """The backoff's end: the unit is submitted again, or (before `retry_at`) nothing changes."""
     if now < state.retry_at:
         return state
-    return ToSubmit(state.unit, state.attempt, state.limited_since, since=now)
+    return ToSubmit(state.unit, state.attempt, state.limited_since, since=mark_after(state))
 
 
-def on_lost[U: Unit](state: JobRunning[U] | ReadingPage[U], now: datetime) -> ToSubmit[U]:
-    """Salesforce no longer has the job (deleted, or its results expired): not a failure of the unit."""
-    return ToSubmit(state.unit, state.attempt if isinstance(state, JobRunning) else 0, since=now)
+def on_lost[U: Unit](state: JobRunning[U] | ReadingPage[U]) -> ToSubmit[U]:
+    """Salesforce no longer has the job (deleted, or its results expired), or its pages cannot be
+    read as planned (a job of an earlier plan): not a failure of the unit."""
+    return ToSubmit(state.unit, state.attempt if isinstance(state, JobRunning) else 0, since=mark_after(state))
 
 
 def on_page_read[U: Unit](state: ReadingPage[U], next_locator: str | None, rows_after: int,
-                          unit: U, now: datetime) -> ReadingPage[U] | ToSubmit[U] | None:
+                          unit: U) -> ReadingPage[U] | ToSubmit[U] | None:
     """A page was read whole. `unit` is the unit as it stands after the page (a slice's watermark
     moved to the page's last Id). Returns the next page, the following unit, or None when the unit
     was the last one."""
     if next_locator is not None:
         return replace(state, unit=unit, locator=next_locator, rows_before=rows_after)
     following = unit.following(state.job_rows)
-    if following is None:
-        return None
-    # The mark starts after the second the job just read was created in, so that job, still kept
-    # for the deletion grace, can never be taken for an orphan of the following unit.
-    return ToSubmit(following, since=max(now, state.created_at + timedelta(seconds=1)))
+    return None if following is None else ToSubmit(following, since=mark_after(state))
 
 
 # --- the backfill's own states -------------------------------------------------------------------

@@ -96,6 +96,25 @@ async def test_a_job_lost_mid_window_is_exported_again_after_its_last_row_emitte
 
 
 @pytest.mark.asyncio
+async def test_a_job_of_an_earlier_plan_is_exported_again_not_read_forever(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    # A field was added to the object after the job was submitted: its pages lack the planned column.
+    session.script("GET", f"/jobs/query/{JOB}/results",
+                   page_stream(csv_page([r[:-1] for r in ROWS[3:]], HEADER[:-1]), None, 2), locator="L2")
+    mid_second = Window(WINDOW.lower, WINDOW.upper, WINDOW.through,
+                        after_stamp=datetime(2026, 12, 1, 11, 50, 1, tzinfo=UTC), after_id=ROWS[2][0])
+    session.script("POST", "/jobs/query", sf_error(400, "STOP", "the next job is not the test's concern"))
+    shared, checkpoints = exporting(reading("L2", 3, mid_second))
+
+    with pytest.raises(Exception, match="STOP"):
+        await run(session, frozen, shared)
+
+    assert checkpoints.documents == []
+    assert shared.delta_export == ToSubmit(mid_second, since=T0 - timedelta(minutes=4) + timedelta(seconds=1))
+
+
+@pytest.mark.asyncio
 async def test_rows_a_cursor_already_covers_are_not_emitted_again(session: FakeSession, frozen: FrozenTime) -> None:
     """The last page of the last sub-window, read again after a restart that came after the cursor moved."""
     session.script("GET", f"/jobs/query/{JOB}/results", page_stream(csv_page(ROWS[3:], HEADER), None, 2), locator="L2")
@@ -122,6 +141,7 @@ async def test_the_next_sub_window_is_checkpointed_with_the_last_page_of_this_on
     following = Window(half.upper, half.upper + timedelta(minutes=2), WINDOW.through)
     assert checkpoints.patches[0]["delta_export"]["phase"] == "to_submit"
     assert [d["Id"] for d in checkpoints.documents] == [r[0] for r in ROWS]
-    assert shared.delta_export == ToSubmit(following, since=T0)  # marked: it is submitted next
+    # Marked from the second after the job just read was created: the next job can only come later.
+    assert shared.delta_export == ToSubmit(following, since=T0 - timedelta(minutes=4) + timedelta(seconds=1))
     assert session.calls_to("POST")[0].json["query"].endswith(  # type: ignore[index]
         "SystemModstamp > 2026-12-01T11:52:00Z AND SystemModstamp <= 2026-12-01T11:54:00Z ORDER BY SystemModstamp, Id")

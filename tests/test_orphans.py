@@ -11,7 +11,7 @@ import pytest
 from source_bulk_export.exports import Exports
 from source_bulk_export.jobs import BulkJobs
 from source_bulk_export.rest import RestQuery
-from source_bulk_export.states import JobRunning, ReadingPage, ToSubmit, Whole
+from source_bulk_export.states import JobRunning, ReadingPage, Slice, ToSubmit, Whole, on_page_read
 from source_bulk_export.waits import Waits
 from tests.fakes import FakeSession, FrozenTime, job_json
 
@@ -64,7 +64,7 @@ async def test_a_restored_mark_adopts_the_one_job_that_fits_and_submits_nothing(
     ))
     session.script("GET", f"/jobs/query/{ORPHAN}", orphan())
     driver = exports(session, frozen)
-    driver.restored("Account", "query", JobRunning(Whole(), 0, named, T0))
+    driver.restored("Account", "query", JobRunning(Whole(), 0, named, T0), adoptable=False)  # an Id export's
     driver.restored("Account", "query", ToSubmit(Whole(), 1, since=MARK))
 
     reached = await run(driver, ToSubmit(Whole(), 1, since=MARK))
@@ -158,3 +158,26 @@ async def test_a_job_this_process_created_is_never_taken_for_an_orphan(session: 
     reached = await run(driver, ToSubmit(Whole(), since=MARK))
 
     assert isinstance(reached[0], JobRunning) and reached[0].job_id == "75000000000000AAAA"
+
+
+@pytest.mark.asyncio
+async def test_a_restart_from_a_last_page_finds_the_next_unit_s_job_the_killed_process_submitted(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    # The killed process read the page, checkpointed the next unit (never committed), submitted it,
+    # and died. The restart reads the page again and reaches the same mark from the same state.
+    created = MARK.replace(microsecond=0) - timedelta(minutes=10)
+    last_page = ReadingPage(Slice(None, 3), "750000000000001AAA", created, 3, "L3", 2)
+    following = on_page_read(last_page, None, 3, Slice("001000000000000003", 3))
+    assert isinstance(following, ToSubmit)
+    session.script("GET", "/jobs/query", listing(
+        job_json("750000000000001AAA", "JobComplete", created=created),  # the job just read
+        orphan()))
+    session.script("GET", f"/jobs/query/{ORPHAN}", orphan())
+    driver = exports(session, frozen)
+    driver.restored("Account", "query", last_page)
+
+    reached = [outcome.state async for outcome in driver.run_job(LOG, following, lambda _: SOQL, "query", "Account")]
+
+    assert isinstance(reached[0], JobRunning) and reached[0].job_id == ORPHAN
+    assert session.calls_to("POST") == []

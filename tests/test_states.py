@@ -79,15 +79,17 @@ def test_transient_failures_back_off_30_60_120_seconds_then_report_and_pause_an_
 def test_a_backoff_ends_at_retry_at_and_no_sooner_keeping_the_attempts() -> None:
     waiting = JobBackingOff(SLICE, 3, retry_at=NOW + timedelta(seconds=90), failure="InternalServerError")
     assert on_retry_due(waiting, NOW + timedelta(seconds=89)) is waiting
-    # Submitted at once, so marked: a process killed after the submission leaves its job adoptable.
-    assert on_retry_due(waiting, NOW + timedelta(seconds=90)) == ToSubmit(SLICE, 3, since=NOW + timedelta(seconds=90))
+    # Marked from the backoff's end, whenever the backoff is noticed: the killed process that waited it
+    # out computed the same mark from the same state, so a job it submitted under it can be found.
+    assert on_retry_due(waiting, NOW + timedelta(seconds=91)) == ToSubmit(SLICE, 3, since=NOW + timedelta(seconds=90))
 
 
 def test_a_too_large_slice_is_halved_down_to_the_minimum_then_reported() -> None:
     too_large = JobTooLargeError("QUERY_TIMEOUT", job_id=JOB, object="Account", state="Failed")
-    assert on_failed(running(), too_large, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000), since=NOW)
+    after_job = CREATED + timedelta(seconds=1)
+    assert on_failed(running(), too_large, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000), since=after_job)
     timed_out = JobTimeoutError("still InProgress", job_id=JOB, object="Account", state="InProgress")
-    assert on_failed(running(), timed_out, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000), since=NOW)
+    assert on_failed(running(), timed_out, NOW).state == ToSubmit(Slice(SLICE.after_id, 250_000), since=after_job)
 
     smallest = JobRunning(Slice("001", states.MIN_SLICE_ROWS), 0, JOB, CREATED)
     outcome = on_failed(smallest, too_large, NOW)
@@ -134,29 +136,32 @@ def test_an_unknown_failure_is_reported_and_retried_after_a_pause() -> None:
 
 
 def test_a_lost_job_is_submitted_again_without_counting_a_failure() -> None:
-    assert on_lost(running(2), NOW) == ToSubmit(SLICE, 2, since=NOW)
+    after_job = CREATED + timedelta(seconds=1)
+    assert on_lost(running(2)) == ToSubmit(SLICE, 2, since=after_job)
     reading = ReadingPage(Slice("001x", 500_000), JOB, CREATED, 10, locator="L2", rows_before=5)
-    assert on_lost(reading, NOW) == ToSubmit(Slice("001x", 500_000), since=NOW)
+    assert on_lost(reading) == ToSubmit(Slice("001x", 500_000), since=after_job)
 
 
 def test_pages_advance_by_locator_then_to_the_next_slice_or_the_end() -> None:
     reading = on_complete(running(), 500_000)
     moved = Slice("001zzz", 500_000)
-    assert on_page_read(reading, "L2", 50_000, moved, NOW) == ReadingPage(moved, JOB, CREATED, 500_000, "L2", 50_000)
+    assert on_page_read(reading, "L2", 50_000, moved) == ReadingPage(moved, JOB, CREATED, 500_000, "L2", 50_000)
     # A full slice's last page: the next slice starts after its last Id, marked as it is submitted next.
-    assert on_page_read(reading, None, 500_000, moved, NOW) == ToSubmit(moved, since=NOW)
+    assert on_page_read(reading, None, 500_000, moved) == ToSubmit(moved, since=CREATED + timedelta(seconds=1))
     # A short slice was the last one.
     short = on_complete(running(), 499_999)
-    assert on_page_read(short, None, 499_999, moved, NOW) is None
+    assert on_page_read(short, None, 499_999, moved) is None
 
 
-def test_a_mark_never_reaches_back_to_the_second_the_job_just_read_was_created_in() -> None:
-    # A job created and read within one second: the job, kept for the deletion grace, must not look
-    # like the next unit's orphan, so the mark starts at the next whole second.
-    quick = ReadingPage(SLICE, JOB, NOW, SLICE.rows, None, 0)
-    later = NOW + timedelta(milliseconds=700)
-    following = on_page_read(quick, None, 500_000, SLICE, later)
-    assert following == ToSubmit(SLICE, since=NOW + timedelta(seconds=1))
+def test_a_mark_is_the_earliest_creation_of_the_next_job_and_never_takes_in_the_previous_one() -> None:
+    # After a job, the second after its creation (createdDate is whole seconds): the job itself, kept
+    # for its deletion grace, is never the next unit's orphan. The same state gives the same mark in
+    # any process, so a restart from it looks where the killed process may have submitted.
+    assert states.mark_after(running()) == CREATED + timedelta(seconds=1)
+    assert states.mark_after(ReadingPage(SLICE, JOB, CREATED, 10, "L2", 5)) == CREATED + timedelta(seconds=1)
+    assert states.mark_after(JobBackingOff(SLICE, 1, NOW, "InternalServerError")) == NOW
+    assert states.mark_after(ToSubmit(SLICE, since=NOW)) == NOW
+    assert states.mark_after(ToSubmit(SLICE)) is None
 
 
 def test_a_unit_never_checkpointed_is_marked_before_its_job_exists() -> None:
