@@ -225,8 +225,9 @@ class Exports:
                 case ToSubmit() | JobRunning() | JobBackingOff():
                     job_phase = state
                     if isinstance(state, ToSubmit):
-                        # No delta read may overtake the job while it is being created.
-                        binding.hold = floor_to_second(self.waits.now() - lag)
+                        # No delta read may overtake the job while it is being created, nor the job a
+                        # killed process may have created from the unit's mark on (it may be adopted).
+                        binding.hold = hold_for(state, lag) or floor_to_second(self.waits.now() - lag)
                     progressed = False
                     async for outcome in self.run_job(log, job_phase, select, "query", plan.name,
                                                       bulk_refused=binding.bulk_refused):

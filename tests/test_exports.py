@@ -296,6 +296,25 @@ async def test_a_slice_is_submitted_waited_for_and_read_page_by_page_holding_the
 
 
 @pytest.mark.asyncio
+async def test_a_marked_slice_holds_the_delta_stream_at_its_mark_while_an_orphan_may_be_adopted(
+    session: FakeSession, frozen: FrozenTime
+) -> None:
+    # Restored from a killed process: the job it may have created is as old as the mark, not as now.
+    mark = T0 - timedelta(minutes=3)
+    shared = binding()
+    driver = exports(session, frozen)
+    driver.restored("Account", "query", ToSubmit(Slice(None, 4), since=mark))
+    session.script("GET", "/jobs/query", json.dumps({"done": True, "records": [], "nextRecordsUrl": None}).encode())
+    session.script("POST", "/jobs/query", sf_error(400, "STOP", "the test looks at the hold only"))
+
+    with pytest.raises(Exception, match="STOP"):
+        async for _ in driver.backfill(LOG, account_plan(), shared, ToSubmit(Slice(None, 4), since=mark), select, LAG):
+            pass
+
+    assert shared.hold == mark - LAG
+
+
+@pytest.mark.asyncio
 async def test_a_slice_whose_job_vanished_mid_read_goes_on_from_the_last_id(
     session: FakeSession, frozen: FrozenTime
 ) -> None:
