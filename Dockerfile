@@ -31,11 +31,14 @@ WORKDIR /opt/${CONNECTOR_NAME}
 
 # Dependencies first: this layer is cached until pyproject.toml or poetry.lock change.
 COPY pyproject.toml poetry.lock ./
-RUN /opt/poetry/bin/poetry install --only main --no-root --no-interaction
+# --compile: the image ships bytecode, so no start (and Flow restarts a connector after every
+# error) compiles the import tree again, about 0.6 s each time, nor needs a writable venv to cache it.
+RUN /opt/poetry/bin/poetry install --only main --no-root --no-interaction --compile
 
 # Then the connector package itself.
 COPY source_bulk_export ./source_bulk_export
-RUN /opt/poetry/bin/poetry install --only main --no-interaction \
+RUN /opt/poetry/bin/poetry install --only main --no-interaction --compile \
+ && /opt/venv/bin/python -m compileall -q source_bulk_export \
  && /opt/venv/bin/python -c "import source_bulk_export"
 
 # ---------------------------------------------------------------------------------------
