@@ -65,7 +65,7 @@ demo: setup
 	$(POETRY_RUN) python -m tests.demo
 
 bench: setup
-	$(POETRY_RUN) python -m tests.bench
+	$(POETRY_RUN) python -m tests.bench && $(POETRY_RUN) python -m tests.bench_floor
 
 # Every fault x restart cell on a large org; prints the table, non-zero if a cell fails.
 chaos: setup
