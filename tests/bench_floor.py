@@ -14,7 +14,12 @@ first page, best of K:
   `Task.captured` (orjson, the `SpooledTemporaryFile` buffer, the digest), the CDK's own code
   on a buffer of the CDK's size;
 - `pickle.loads` of the documents in batches of 1,000: what a main process pays per row to
-  receive documents parsed by page readers in other processes.
+  receive documents parsed by page readers in other processes;
+- and, for comparison, this connector's own backfill path in-process (`api.backfill_object`
+  reading the page from a fake session, each document handed to the CDK's per-document work):
+  what is left between it and the floor is the connector's overhead, and what is left between
+  it and `make bench` is the process around it (start-up, job polls, HTTP, the copy of each
+  checkpoint to stdout).
 
 From these it prints two ceilings, each an upper bound (the async layers between the socket
 and the CDK, HTTP, start-up and the checkpoints' copy to stdout are left out, so a real
@@ -41,6 +46,8 @@ import time
 import zlib
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from logging import getLogger
 from pathlib import Path
 from typing import Any
 
@@ -49,15 +56,23 @@ from estuary_cdk.capture.common import BaseDocument, is_cursor_dict
 from estuary_cdk.capture.task import Task
 from estuary_cdk.incremental_csv_processor import IncrementalCSVRowProcessor
 
+from source_bulk_export.api import backfill_cursor, backfill_object
+from source_bulk_export.exports import Exports
 from source_bulk_export.fields import ObjectPlan, plan_object
-from source_bulk_export.jobs import CSV_CONFIG
+from source_bulk_export.jobs import CSV_CONFIG, BulkJobs
 from source_bulk_export.models import SObjectDescribe
+from source_bulk_export.rest import RestQuery
+from source_bulk_export.states import ReadingPage, Slice
+from source_bulk_export.waits import Waits
 from tests.bench_reference import OBJECTS, WIDE_OBJECT, ExportClient, emulator, measure_emulator
+from tests.fakes import FakeSession, Stream, binding
 
 ONE_CORE_TARGET = 0.60
 PARALLEL_TARGET = 1.2
 CHUNK = 1 << 16  # bytes handed to the CSV processor at a time, about what aiohttp hands on
 RECEIVE_BATCH = 1_000
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+LOG = getLogger("bench_floor")
 
 
 @dataclass
@@ -73,6 +88,7 @@ class Floor:
     row_function: float
     captured: float
     receive: float
+    connector: float
 
     @property
     def one_core(self) -> float:
@@ -81,6 +97,10 @@ class Floor:
     @property
     def main_process(self) -> float:
         return self.receive + self.captured
+
+    @property
+    def connector_ratio(self) -> float:
+        return self.dict_reader / self.connector
 
     @property
     def one_core_ceiling(self) -> float:
@@ -104,8 +124,8 @@ def best_us_per_row(rows: int, repeat: int, stage: Callable[[], object]) -> floa
 # rows would time the garbage collector walking them as well.
 
 
-def chunked(data: bytes) -> list[bytes]:
-    return [data[start : start + CHUNK] for start in range(0, len(data), CHUNK)]
+def chunked(data: bytes, size: int) -> list[bytes]:
+    return [data[start : start + size] for start in range(0, len(data), size)]
 
 
 def inflate(chunks: list[bytes]) -> None:
@@ -152,6 +172,28 @@ class _Buffered:
         self._hasher = xxhash.xxh3_128()
 
 
+def connector_backfill(object_name: str, plan: ObjectPlan, gz_chunks: list[bytes], rows: int) -> None:
+    """One backfill call of the connector (`api.backfill_object`, reading one page of a complete job)
+    over the page's gzip chunks, each document handed to the CDK's per-document work."""
+    session = FakeSession()
+    session.script(
+        "GET", "/jobs/query/J/results", Stream({"Sforce-Locator": "L2", "Sforce-NumberOfRecords": str(rows)}, gz_chunks)
+    )
+    exports = Exports(BulkJobs(session, 1, Waits()), RestQuery(session), Waits())  # type: ignore[arg-type]
+    reading = ReadingPage(Slice(None, 10 * rows), "J", EPOCH, 10 * rows, None, 0)
+    task: Any = _Buffered()
+
+    async def backfill() -> None:
+        async for item in backfill_object(
+            exports, plan, binding(object_name), None, 10 * rows, timedelta(0), LOG, backfill_cursor(reading), EPOCH
+        ):
+            if isinstance(item, BaseDocument) or (isinstance(item, dict) and not is_cursor_dict(item)):
+                task.captured(0, item)
+
+    with task._buffer:
+        asyncio.run(backfill())
+
+
 def capture_all(documents: list[dict[str, Any]]) -> None:
     # What the CDK's backfill loop (`_binding_backfill_task`) does with each document a fetch_page
     # yields, with its own predicates and methods.
@@ -173,7 +215,8 @@ def measure(object_name: str, page_gz: bytes, plan: ObjectPlan, repeat: int) -> 
         pickle.dumps(documents[start : start + RECEIVE_BATCH], protocol=pickle.HIGHEST_PROTOCOL)
         for start in range(0, rows, RECEIVE_BATCH)
     ]
-    gz_chunks, csv_chunks = chunked(page_gz), chunked(data)
+    # aiohttp hands on what each socket read brought: some KiB of gzip, a few times that inflated.
+    gz_chunks, csv_chunks = chunked(page_gz, CHUNK // 4), chunked(data, CHUNK)
     parsed: list[list[str]] = []
     cdk_rows(csv_chunks, parsed.append)
     if parsed != [header, *cells_of_rows]:
@@ -195,6 +238,7 @@ def measure(object_name: str, page_gz: bytes, plan: ObjectPlan, repeat: int) -> 
         row_function=time_stage(lambda: convert_all(convert, cells_of_rows)),
         captured=time_stage(lambda: capture_all(documents)),
         receive=time_stage(lambda: receive_all(batches)),
+        connector=time_stage(lambda: connector_backfill(object_name, plan, gz_chunks, rows)),
     )
 
 
@@ -230,6 +274,8 @@ def report(floors: Sequence[Floor]) -> str:
         f"{f'  ceiling, x DictReader (>= {ONE_CORE_TARGET:.2f})':<34}"
         + "".join(f"{f.one_core_ceiling:>16.2f}" for f in floors)
     )
+    lines.append(f"{'this connector, in-process':<34}" + "".join(f"{f.connector:>16.2f}" for f in floors))
+    lines.append(f"{'  x DictReader':<34}" + "".join(f"{f.connector_ratio:>16.2f}" for f in floors))
     lines.append(f"{'parallel: main process floor':<34}" + "".join(f"{f.main_process:>16.2f}" for f in floors))
     lines.append(
         f"{f'  ceiling, x DictReader (>= {PARALLEL_TARGET:.1f})':<34}"

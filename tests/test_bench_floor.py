@@ -9,12 +9,13 @@ from tests.bench_floor import Floor
 
 def test_the_ceilings_count_the_faster_parser_and_the_cdk_s_work_in_both() -> None:
     floor = Floor("X", 10, dict_reader=6.0, inflate=0.5, cdk_csv=2.5, stdlib_csv=3.5, row_function=1.0,
-                  captured=2.0, receive=1.0)
+                  captured=2.0, receive=1.0, connector=12.0)
 
     assert floor.one_core == pytest.approx(0.5 + 2.5 + 1.0 + 2.0)
     assert floor.one_core_ceiling == pytest.approx(1.0)
     assert floor.main_process == pytest.approx(1.0 + 2.0)
     assert floor.parallel_ceiling == pytest.approx(2.0)
+    assert floor.connector_ratio == pytest.approx(0.5)
 
 
 def test_a_small_export_is_measured_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,5 +24,5 @@ def test_a_small_export_is_measured_end_to_end(capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert "300 rows" in out
     for label in ("csv.DictReader", "CSV: the CDK's row processor", "the CDK per document", "one core: floor",
-                  "parallel: main process floor"):
+                  "this connector, in-process", "parallel: main process floor"):
         assert label in out
