@@ -214,8 +214,12 @@ def test_a_window_over_the_threshold_is_exported_by_bulk_queryall_as_rest_would_
 def test_a_large_window_on_an_object_the_bulk_api_rejects_is_read_through_rest(
         catalog: flow_harness.FlowSource) -> None:
     """CaseStatus is refused by Bulk. A session whose state does not record that refusal finds a
-    window over the threshold: it tries Bulk once, reads the window through REST, and records the
-    refusal, so that the next large window goes to REST without trying Bulk again."""
+    window over the threshold: it tries Bulk at most once, reads the window through REST, and records
+    the refusal, so that the next large window goes to REST without trying Bulk again.
+
+    The session's periodic Id export (over 2,000 Ids, so Bulk too) races the delta window: whichever
+    asks Bulk first learns the refusal, and the other then reads through REST without asking. Both
+    orders are correct; the assertions hold for either."""
     org = Org(OrgConfig(rows=5))
     with EmulatorServer(org) as emulator:
         source = rebound_source(catalog, emulator, objects={"CaseStatus"}, resource=POLL, delta_lag="PT2S",
@@ -230,9 +234,8 @@ def test_a_large_window_on_an_object_the_bulk_api_rejects_is_read_through_rest(
 
         emulator.reset_counters()
         second = run(source, cursors_reach(["CaseStatus"], changed_at), first.state)
-        # Refused: the delta window's job (and the periodic Id export's, if it came first) was never created.
-        assert emulator.counters.requests["job_create"] >= 1 and emulator.counters.jobs_created == []
-        assert any("reading the delta window through REST" in str(log.get("msg")) for log in second.logs)
+        # Refused: no job was created, and each of the two readers asked Bulk at most once.
+        assert 1 <= emulator.counters.requests["job_create"] <= 2 and emulator.counters.jobs_created == []
         assert ids_of(second, "CaseStatus") == Counter([*burst, seeded[0]])
         assert second.state["bindingStateV1"]["CaseStatus"]["bulk_refused"]
 
