@@ -39,6 +39,9 @@ to the figures:
     emulator / connector rows/s   >= 3 (so the emulator is not what limits the connector)
 
 and writes the same figures to `.bench/results.json` (git-ignored) for the README.
+`--job-seconds S` makes every Bulk job of the emulator run S seconds before it completes, as
+Salesforce's take tens of seconds: the connector then waits for each backfill slice's job, and
+the ratio shows what those waits cost (the targets above assume jobs that complete at once).
 `--profile` adds one extra connector run (the smallest N) under pyinstrument and prints where
 its time goes, by package and by function (see tests/profiles.py); its figures are not mixed
 into the table.
@@ -527,12 +530,12 @@ def optional_objects(object_name: str) -> tuple[str, ...]:
     return () if object_name == OBJECT else (object_name,)
 
 
-def bench_one(object_name: str, rows: int, module: str, env: dict[str, str]) -> Result:
+def bench_one(object_name: str, rows: int, module: str, env: dict[str, str], job_seconds: float = 0.0) -> Result:
     work = WORK_DIR / f"{object_name}-rows-{rows}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     print(f"\n== {rows:,} rows of {object_name} ==", flush=True)
-    with emulator(rows, work / "emulator.log", optional_objects(object_name)) as emu:
+    with emulator(rows, work / "emulator.log", optional_objects(object_name), job_seconds) as emu:
         print(f"  emulator at {emu.url} (pid {emu.process.pid})", flush=True)
         print("  1/3 emulator alone: one Bulk job, all pages downloaded by a plain client ...", flush=True)
         served = measure_emulator(emu, rows, work / "pages", object_name)
@@ -597,6 +600,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     parser.add_argument("--profile-top", type=int, default=15, help="packages and functions to list")
     parser.add_argument(
+        "--job-seconds",
+        type=float,
+        default=0.0,
+        help="how long each Bulk job runs before it completes (default 0: at once; Salesforce takes "
+        "tens of seconds), to see what job waits cost a backfill",
+    )
+    parser.add_argument(
         "--connector-module", default="source_bulk_export", help="module run as the connector (python -m ...)"
     )
     args = parser.parse_args(argv)
@@ -606,6 +616,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             args.objects = [OBJECT]
     if any(n <= 0 for n in args.rows):
         parser.error("--rows must be positive")
+    if not 0 <= args.job_seconds <= 300:
+        parser.error("--job-seconds must be between 0 and 300")
     return args
 
 
@@ -625,11 +637,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     WORK_DIR.mkdir(exist_ok=True)
     print(
         f"bench: {', '.join(args.objects)}, rows {', '.join(f'{n:,}' for n in args.rows)}; {os.cpu_count()} CPUs; "
-        f"scratch files in {WORK_DIR.relative_to(ROOT)}/"
+        f"Bulk jobs complete after {args.job_seconds:g} s; scratch files in {WORK_DIR.relative_to(ROOT)}/"
     )
     try:
         results = [
-            bench_one(object_name, rows, args.connector_module, env)
+            bench_one(object_name, rows, args.connector_module, env, args.job_seconds)
             for object_name in args.objects
             for rows in args.rows
         ]

@@ -73,13 +73,15 @@ class Emulator:
 
 
 @contextmanager
-def emulator(rows: int, log_path: Path, optional_objects: tuple[str, ...] = ()) -> Iterator[Emulator]:
+def emulator(rows: int, log_path: Path, optional_objects: tuple[str, ...] = (),
+             job_seconds: float = 0.0) -> Iterator[Emulator]:
     """`python -m tests.emulator --rows N` on a free port, stopped (SIGTERM) on exit; with the
-    optional objects (WIDE_OBJECT) named too."""
+    optional objects (WIDE_OBJECT) named too, and Bulk jobs that take `job_seconds` to complete."""
     optional = [arg for name in optional_objects for arg in ("--optional-object", name)]
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.emulator", "--rows", str(rows), *optional, "--json"],
+            [sys.executable, "-m", "tests.emulator", "--rows", str(rows), *optional,
+             "--in-progress-seconds", str(job_seconds), "--json"],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -151,7 +153,8 @@ class ExportClient:
         """Create a Bulk query job, poll until it completes; returns (job id, rows)."""
         body = json.dumps({"operation": "query", "query": soql})
         job = self._json("POST", f"{self._data}/jobs/query", body, "application/json")
-        for _ in range(1000):
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
             info = self._json("GET", f"{self._data}/jobs/query/{job['id']}")
             if info["state"] == "JobComplete":
                 return job["id"], int(info["numberRecordsProcessed"])
