@@ -53,13 +53,16 @@ type RowTransform[R] = Callable[[dict[str, str]], R] | ColumnTransform[R]
 
 JOBS_PATH = "/jobs/query"
 
-# First poll delay. Small jobs (a delta window, a backfill's last slice) finish in a second or
-# two; polling sooner only spends API requests.
+# Polls come a quarter of the time waited so far apart, from POLL_FIRST_S up to POLL_MAX_S: a job
+# is noticed at most a quarter of its wait (and at most 20 s) after it completes. A backfill's
+# slices run one after another, so that lateness is paid once per slice (a delay that doubles
+# noticed a 20 s job 11.5 s late). The price is requests: about 17 polls for a job of 5 to 60 s
+# where doubling spent 7, each counted against the org's daily API allocation, which its other
+# integrations share; past 80 s it polls 3 times a minute. Small jobs (a delta window, a backfill's
+# last slice) take a second or two: polling sooner than POLL_FIRST_S only spends requests.
 POLL_FIRST_S = 0.5
-# The delay doubles up to this cap (reached after ~30 s). A long job is noticed at most 20 s
-# after it completes and costs at most 3 polls a minute of the org's daily API allocation (every
-# poll counts), which the org's other integrations share.
 POLL_MAX_S = 20.0
+POLL_FRACTION = 0.25
 # How long a job may take from its creation. Salesforce gives up on a query after 2 min of
 # execution plus 30 min of processing; two hours leaves room for queueing behind the org's other
 # jobs. A job still running then is stuck or far too large: it is aborted (and its unit split).
@@ -241,7 +244,8 @@ class BulkJobs:
         A Failed or Aborted job has been deleted by then (`classify_job` says what it means); a
         complete one is left for its pages and `finish`. Returns None, the job left running,
         when a graceful stop cuts the wait short: the caller's checkpoint still names the job.
-        Polls come POLL_FIRST_S apart, doubling to POLL_MAX_S. A job still running WAIT_TIMEOUT_S
+        Polls come a quarter of the time this call has waited apart, from POLL_FIRST_S to
+        POLL_MAX_S. A job still running WAIT_TIMEOUT_S
         after `created` is abandoned (aborted and deleted) and JobTimeoutError raised. A job
         Salesforce no longer has raises JobNotFoundError. Any other error propagates and leaves
         the job running, for the restart to poll. `waits` overrides the instance's (for a wait that
@@ -249,7 +253,8 @@ class BulkJobs:
         """
         waits = waits or self._waits
         await self._delete_finished(log)
-        delay = POLL_FIRST_S
+        # Counted in the schedule's own seconds, not the clock's: test processes scale waits down.
+        polled_for = 0.0
         job = await self._get(log, job_id, object_name)
         while job.state not in TERMINAL_JOB_STATES:
             waited = (waits.now() - created).total_seconds()
@@ -257,9 +262,10 @@ class BulkJobs:
                 await self.abandon(log, job)
                 raise JobTimeoutError(f"still {job.state} {waited:.0f} s after its creation", job_id=job.id,
                                       object=job.object, state=job.state)
+            delay = min(POLL_MAX_S, max(POLL_FIRST_S, polled_for * POLL_FRACTION))
             if not await waits.pause(delay):
                 return None
-            delay = min(delay * 2, POLL_MAX_S)
+            polled_for += delay
             polled = await self._get(log, job_id, object_name)
             if polled.state != job.state:
                 self._log_state(log, polled)

@@ -67,12 +67,12 @@ def now() -> datetime:
 
 
 @pytest.mark.asyncio
-async def test_poll_schedule_doubles_to_the_cap_and_logs_transitions_only(
+async def test_a_job_is_noticed_within_a_quarter_of_its_wait_and_transitions_alone_are_logged(
     session: FakeSession, frozen: FrozenTime, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     session.script("POST", "/jobs/query", job_json(JOB, "UploadComplete"))
-    polls = [job_json(JOB, "UploadComplete")] + [job_json(JOB, "InProgress", rows=10 * i) for i in range(7)]
+    polls = [job_json(JOB, "UploadComplete")] + [job_json(JOB, "InProgress", rows=i) for i in range(40)]
     session.script("GET", f"/jobs/query/{JOB}", *polls, job_json(JOB, "JobComplete", rows=70))
     jobs_ = bulk(session, frozen)
 
@@ -80,7 +80,17 @@ async def test_poll_schedule_doubles_to_the_cap_and_logs_transitions_only(
     job = await jobs_.wait(LOG, created.id, "Account", created=now())
 
     assert job is not None and job.state == "JobComplete" and job.numberRecordsProcessed == 70
-    assert frozen.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
+    sleeps = frozen.sleeps
+    assert len(sleeps) == 41
+    # Every half second for the first two (a small job is done by then), then a quarter of the time
+    # waited: a job that completes between two polls is noticed within a quarter of its wait.
+    assert sleeps[:6] == [0.5, 0.5, 0.5, 0.5, 0.5, 0.625]
+    waited = [sum(sleeps[:i]) for i in range(len(sleeps))]
+    assert all(delay <= max(0.5, waited_so_far / 4) for delay, waited_so_far in zip(sleeps, waited, strict=True))
+    # What that costs in requests: about a poll a second at first, then 3 a minute past 80 s.
+    assert sum(1 for w in waited if w < 60) <= 22
+    assert all(delay == 20.0 for delay, w in zip(sleeps, waited, strict=True) if w >= 80)
+    assert sleeps[-1] == 20.0
     post = session.calls_to("POST")[0]
     assert post.json == {
         "operation": "queryAll",
