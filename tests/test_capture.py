@@ -39,9 +39,22 @@ def everything_captured(progress: flow_harness.Progress) -> bool:
 
 
 def run_until_captured(source: flow_harness.FlowSource, **kw: Any) -> flow_harness.PreviewResult:
-    return flow_harness.preview(
+    """One session, until every binding has been captured; a session that ends any other way (the
+    connector exiting by itself, say) fails here, with its last log lines, rather than as rows missing."""
+    result = flow_harness.preview(
         source, sessions=[flow_harness.Session(transactions=-1, until=everything_captured)], delay=0.2,
         timeout=90, **kw)
+    session = result.sessions[-1]
+    assert session.stop_reason == "until", (
+        f"session stopped ({session.stop_reason}, exit {session.exit_code}) before everything was captured; "
+        f"last logs: {session.logs[-20:]}")
+    return result
+
+
+def object_logs(result: flow_harness.PreviewResult, obj: str) -> list[str]:
+    """The connector's log lines that name `obj`, for a failure message."""
+    return [f"{log.get('msg')} {log.get('fields')}" for session in result.sessions for log in session.logs
+            if obj in str(log.get("fields"))]
 
 
 def incremental_objects(source: flow_harness.FlowSource) -> list[str]:
@@ -64,7 +77,7 @@ def test_every_object_backfills_completely(tmp_path: Path, emulator: EmulatorSer
     assert len(objects) == 9
     for obj in objects:
         captured = captured_rows(result, obj) if obj in incremental_objects(source) else snapshot_rows(result, obj)
-        assert captured == expected_rows(emulator, obj), obj
+        assert captured == expected_rows(emulator, obj), (obj, object_logs(result, obj))
 
 
 def test_capture_snapshot(tmp_path: Path, emulator: EmulatorServer, snapshot: Any) -> None:
