@@ -3,7 +3,7 @@ rows as the documents a complete capture must hold."""
 
 import dataclasses
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from logging import Logger
@@ -117,6 +117,44 @@ def discovered_source(tmp_path: Path, emulator: EmulatorServer, objects: set[str
         bindings = [b for b in bindings if b["recommendedName"] in objects]
     flow_harness.write_discovered(source, bindings)
     return flow_harness.load_source(catalog, config=config, env=TEST_ENV, cwd=REPO)
+
+
+# How often `preview_until` starts the connector again after it ended itself cleanly.
+CLEAN_EXIT_RESTARTS = 2
+
+
+def preview_until(source: flow_harness.FlowSource, until: Callable[[flow_harness.Progress], bool], *,
+                  initial_state: Mapping[str, Any] | None = None, **kw: Any) -> flow_harness.PreviewResult:
+    """Run the connector from `initial_state` until `until` holds after a checkpoint, restarting it
+    as the Flow runtime does when it ends itself cleanly.
+
+    The CDK ends a clean process when a scheduled re-backfill falls due while the capture runs (a
+    binding of an object with formula fields finishing its backfill after 23:55 UTC,
+    FORMULA_REFRESH_SCHEDULE): the runtime starts it again, the object is backfilled anew and the
+    other bindings resume from their checkpoints. A test that happens to run across 23:55 sees the
+    same. A session that ends any other way before `until` holds fails, with its last logs.
+    """
+    kw.setdefault("delay", 0.2)
+    sessions: list[flow_harness.SessionResult] = []
+    state = dict(initial_state or {})
+    for _ in range(1 + CLEAN_EXIT_RESTARTS):
+        result = flow_harness.preview(source, sessions=[flow_harness.Session(transactions=-1, until=until)],
+                                      initial_state=state, **kw)
+        sessions += result.sessions
+        state = result.state
+        last = sessions[-1]
+        if (last.stop_reason, last.exit_code) != ("exited", 0):
+            break
+    assert last.stop_reason == "until", (
+        f"session {len(sessions)} stopped ({last.stop_reason}, exit {last.exit_code}) before it was done; "
+        f"last logs: {last.logs[-20:]}")
+    return dataclasses.replace(result, sessions=sessions)
+
+
+def object_logs(result: flow_harness.PreviewResult, obj: str) -> list[str]:
+    """The connector's log lines that name `obj`, for a failure message."""
+    return [f"{log.get('msg')} {log.get('fields')}" for session in result.sessions for log in session.logs
+            if obj in str(log.get("fields"))]
 
 
 def without_meta(doc: Mapping[str, Any]) -> dict[str, Any]:

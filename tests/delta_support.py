@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tests import flow_harness
-from tests.capture_support import PREFIX
+from tests.capture_support import PREFIX, preview_until
 from tests.emulator import Org
 
 # The connector's resourcePathPointers (pinned by the spec snapshot): passing them saves a Spec
@@ -36,9 +36,9 @@ Until = Callable[[flow_harness.Progress], bool]
 
 def run(source: flow_harness.FlowSource, until: Until, state: dict[str, Any] | None = None,
         **kw: Any) -> flow_harness.PreviewResult:
-    """One connector session, from `state`, until `until` holds after a checkpoint."""
-    return flow_harness.preview(source, sessions=[flow_harness.Session(transactions=-1, until=until)], delay=0.2,
-                                timeout=60, initial_state=state, resource_path_pointers=POINTERS, **kw)
+    """The connector from `state` until `until` holds after a checkpoint (one session, unless it ends
+    itself cleanly: see `preview_until`)."""
+    return preview_until(source, until, initial_state=state, timeout=60, resource_path_pointers=POINTERS, **kw)
 
 
 def inc_cursor(state: dict[str, Any], obj: str) -> datetime | None:

@@ -17,6 +17,8 @@ from tests.capture_support import (
     captured_rows,
     discovered_source,
     expected_rows,
+    object_logs,
+    preview_until,
     rebound_source,
     row_jobs,
     snapshot_rows,
@@ -39,22 +41,7 @@ def everything_captured(progress: flow_harness.Progress) -> bool:
 
 
 def run_until_captured(source: flow_harness.FlowSource, **kw: Any) -> flow_harness.PreviewResult:
-    """One session, until every binding has been captured; a session that ends any other way (the
-    connector exiting by itself, say) fails here, with its last log lines, rather than as rows missing."""
-    result = flow_harness.preview(
-        source, sessions=[flow_harness.Session(transactions=-1, until=everything_captured)], delay=0.2,
-        timeout=90, **kw)
-    session = result.sessions[-1]
-    assert session.stop_reason == "until", (
-        f"session stopped ({session.stop_reason}, exit {session.exit_code}) before everything was captured; "
-        f"last logs: {session.logs[-20:]}")
-    return result
-
-
-def object_logs(result: flow_harness.PreviewResult, obj: str) -> list[str]:
-    """The connector's log lines that name `obj`, for a failure message."""
-    return [f"{log.get('msg')} {log.get('fields')}" for session in result.sessions for log in session.logs
-            if obj in str(log.get("fields"))]
+    return preview_until(source, everything_captured, timeout=90, **kw)
 
 
 def incremental_objects(source: flow_harness.FlowSource) -> list[str]:

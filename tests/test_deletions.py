@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tests import flow_harness
-from tests.capture_support import PREFIX, captured_rows, discovered_source, expected_rows, rebound_source
+from tests.capture_support import PREFIX, captured_rows, discovered_source, expected_rows, preview_until, rebound_source
 from tests.delta_support import POINTERS, POLL, Until, combined, cursor_of, cursors_reach, run
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
@@ -99,9 +99,8 @@ def test_hard_deletes_emptied_bins_and_deletions_no_cursor_can_see_all_arrive(
             if (doc.get("_meta") or {}).get("op") == "d":
                 seen[collection.removeprefix(PREFIX)].add(doc["Id"])
 
-        second = flow_harness.preview(
-            source, sessions=[flow_harness.Session(transactions=-1, until=deletions_arrive(gone, seen))],
-            delay=0.2, timeout=60, initial_state=state, resource_path_pointers=POINTERS, on_document=collect)
+        second = preview_until(source, deletions_arrive(gone, seen), initial_state=state, timeout=60,
+                               resource_path_pointers=POINTERS, on_document=collect)
 
         everything = combined(first, second)
         for obj in OBJECTS:
