@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -239,16 +239,17 @@ def backfill_session(catalog: Catalog, org: Org, pointers: list[str]) -> Session
     def everything_loaded(progress: fh.Progress) -> bool:
         return all(initial_load_done(progress.state, key) for key in progress.state_keys)
 
-    result = fh.preview(
+    result = preview_restarting(
         catalog.source(),
-        sessions=[fh.Session(transactions=-1, until=everything_loaded, duration=BACKFILL_CAP_S)],
+        fh.Session(transactions=-1, until=everything_loaded, duration=BACKFILL_CAP_S),
         resource_path_pointers=pointers,
         count_only=True,  # counts, not documents: a backfill can be millions of rows
         on_checkpoint=on_checkpoint,
         on_log=show_warnings,
     )
-    session = result.sessions[0]
-    report.elapsed, report.stop_reason, report.state = session.elapsed, session.stop_reason, result.state
+    session = result.sessions[-1]
+    report.elapsed = sum(s.elapsed for s in result.sessions)
+    report.stop_reason, report.state = session.stop_reason, result.state
     if session.stop_reason == "until":
         total = sum(report.documents.values())
         say(f"Every binding is loaded: {total:,} documents in {max(report.loaded_at.values()):.1f}s.")
@@ -259,6 +260,23 @@ def backfill_session(catalog: Catalog, org: Org, pointers: list[str]) -> Session
         report.problems.append(f"session 1 stopped ({session.stop_reason}) with these not loaded: {missing}")
         say(f"Stopped after {session.elapsed:.0f}s ({session.stop_reason}); not loaded: {missing}")
     return report
+
+
+def preview_restarting(source: fh.FlowSource, session: fh.Session, *,
+                       initial_state: Mapping[str, Any] | None = None, **kw: Any) -> fh.PreviewResult:
+    """`session`, started again (twice at most) whenever the connector ends itself cleanly, as the
+    Flow runtime does: the CDK ends it when a daily re-backfill of an object with formula fields
+    falls due (23:55 UTC) during the capture."""
+    sessions: list[fh.SessionResult] = []
+    state = dict(initial_state or {})
+    for _ in range(3):
+        result = fh.preview(source, sessions=[session], initial_state=state, **kw)
+        sessions += result.sessions
+        state = result.state
+        if (result.sessions[-1].stop_reason, result.sessions[-1].exit_code) != ("exited", 0):
+            break
+        say("The connector ended itself for a scheduled re-backfill; starting it again, as Flow would.")
+    return replace(result, sessions=sessions)
 
 
 def show_warnings(line: fh.LogLine) -> None:
@@ -338,18 +356,17 @@ def changes_session(
                 seen[doc["Id"]] = doc
                 show_change(wanted[doc["Id"]], doc, progress.elapsed)
 
-    result = fh.preview(
+    result = preview_restarting(
         catalog.source(),
-        sessions=[
-            fh.Session(transactions=-1, until=lambda _: len(seen) == len(wanted), duration=CHANGES_CAP_S)
-        ],
+        fh.Session(transactions=-1, until=lambda _: len(seen) == len(wanted), duration=CHANGES_CAP_S),
         initial_state=state,
         resource_path_pointers=pointers,
         on_checkpoint=on_checkpoint,
         on_log=show_warnings,
     )
-    session = result.sessions[0]
-    report.elapsed, report.stop_reason, report.state = session.elapsed, session.stop_reason, result.state
+    session = result.sessions[-1]
+    report.elapsed = sum(s.elapsed for s in result.sessions)
+    report.stop_reason, report.state = session.stop_reason, result.state
     if len(seen) == len(wanted):
         notice("The insert and the update are ordinary documents; the delete is a document with")
         notice("_meta.op 'd', which tells Flow to remove that key from the collection.")
