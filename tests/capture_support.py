@@ -119,36 +119,46 @@ def discovered_source(tmp_path: Path, emulator: EmulatorServer, objects: set[str
     return flow_harness.load_source(catalog, config=config, env=TEST_ENV, cwd=REPO)
 
 
-# How often `preview_until` starts the connector again after it ended itself cleanly.
+# How often the connector is started again after it ended itself cleanly.
 CLEAN_EXIT_RESTARTS = 2
 
 
-def preview_until(source: flow_harness.FlowSource, until: Callable[[flow_harness.Progress], bool], *,
-                  initial_state: Mapping[str, Any] | None = None, **kw: Any) -> flow_harness.PreviewResult:
-    """Run the connector from `initial_state` until `until` holds after a checkpoint, restarting it
-    as the Flow runtime does when it ends itself cleanly.
+def preview_restarting(source: flow_harness.FlowSource, session: flow_harness.Session, *,
+                       initial_state: Mapping[str, Any] | None = None,
+                       on_restart: Callable[[], None] | None = None, **kw: Any) -> flow_harness.PreviewResult:
+    """`session`, from `initial_state`, started again (CLEAN_EXIT_RESTARTS times at most) whenever the
+    connector ends itself cleanly, as the Flow runtime does; the result holds every session.
 
     The CDK ends a clean process when a scheduled re-backfill falls due while the capture runs (a
     binding of an object with formula fields finishing its backfill after 23:55 UTC,
     FORMULA_REFRESH_SCHEDULE): the runtime starts it again, the object is backfilled anew and the
     other bindings resume from their checkpoints. A test that happens to run across 23:55 sees the
-    same. A session that ends any other way before `until` holds fails, with its last logs.
+    same.
     """
-    kw.setdefault("delay", 0.2)
     sessions: list[flow_harness.SessionResult] = []
     state = dict(initial_state or {})
     for _ in range(1 + CLEAN_EXIT_RESTARTS):
-        result = flow_harness.preview(source, sessions=[flow_harness.Session(transactions=-1, until=until)],
-                                      initial_state=state, **kw)
+        result = flow_harness.preview(source, sessions=[session], initial_state=state, **kw)
         sessions += result.sessions
         state = result.state
-        last = sessions[-1]
-        if (last.stop_reason, last.exit_code) != ("exited", 0):
+        if (sessions[-1].stop_reason, sessions[-1].exit_code) != ("exited", 0):
             break
-    assert last.stop_reason == "until", (
-        f"session {len(sessions)} stopped ({last.stop_reason}, exit {last.exit_code}) before it was done; "
-        f"last logs: {last.logs[-20:]}")
+        if on_restart is not None:
+            on_restart()
     return dataclasses.replace(result, sessions=sessions)
+
+
+def preview_until(source: flow_harness.FlowSource, until: Callable[[flow_harness.Progress], bool],
+                  **kw: Any) -> flow_harness.PreviewResult:
+    """The connector until `until` holds after a checkpoint (see `preview_restarting`); a session that
+    ends any other way fails, with its last logs."""
+    kw.setdefault("delay", 0.2)
+    result = preview_restarting(source, flow_harness.Session(transactions=-1, until=until), **kw)
+    last = result.sessions[-1]
+    assert last.stop_reason == "until", (
+        f"session {len(result.sessions)} stopped ({last.stop_reason}, exit {last.exit_code}) before it was "
+        f"done; last logs: {last.logs[-20:]}")
+    return result
 
 
 def object_logs(result: flow_harness.PreviewResult, obj: str) -> list[str]:

@@ -28,7 +28,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ import yaml
 
 from source_bulk_export.models import DEFAULT_MAX_CONCURRENT_JOBS as MAX_JOBS
 from tests import flow_harness as fh
-from tests.capture_support import emulator_config
+from tests.capture_support import emulator_config, preview_restarting
 from tests.emulator import EmulatorServer, Org, OrgConfig
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -246,6 +246,7 @@ def backfill_session(catalog: Catalog, org: Org, pointers: list[str]) -> Session
         count_only=True,  # counts, not documents: a backfill can be millions of rows
         on_checkpoint=on_checkpoint,
         on_log=show_warnings,
+        on_restart=say_restarted,
     )
     session = result.sessions[-1]
     report.elapsed = sum(s.elapsed for s in result.sessions)
@@ -262,21 +263,8 @@ def backfill_session(catalog: Catalog, org: Org, pointers: list[str]) -> Session
     return report
 
 
-def preview_restarting(source: fh.FlowSource, session: fh.Session, *,
-                       initial_state: Mapping[str, Any] | None = None, **kw: Any) -> fh.PreviewResult:
-    """`session`, started again (twice at most) whenever the connector ends itself cleanly, as the
-    Flow runtime does: the CDK ends it when a daily re-backfill of an object with formula fields
-    falls due (23:55 UTC) during the capture."""
-    sessions: list[fh.SessionResult] = []
-    state = dict(initial_state or {})
-    for _ in range(3):
-        result = fh.preview(source, sessions=[session], initial_state=state, **kw)
-        sessions += result.sessions
-        state = result.state
-        if (result.sessions[-1].stop_reason, result.sessions[-1].exit_code) != ("exited", 0):
-            break
-        say("The connector ended itself for a scheduled re-backfill; starting it again, as Flow would.")
-    return replace(result, sessions=sessions)
+def say_restarted() -> None:
+    say("The connector ended itself for a scheduled re-backfill; starting it again, as Flow would.")
 
 
 def show_warnings(line: fh.LogLine) -> None:
@@ -363,6 +351,7 @@ def changes_session(
         resource_path_pointers=pointers,
         on_checkpoint=on_checkpoint,
         on_log=show_warnings,
+        on_restart=say_restarted,
     )
     session = result.sessions[-1]
     report.elapsed = sum(s.elapsed for s in result.sessions)
